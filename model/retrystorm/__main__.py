@@ -1,0 +1,6 @@
+"""Allow ``python -m retrystorm``."""
+
+from retrystorm.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Shared pieces of the command line: the app, output helpers, error exits."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+__all__ = ["app", "console", "emit_json", "fail", "to_jsonable"]
+
+app = typer.Typer(
+    name="retrystorm",
+    help=(
+        "Will a short stall turn into a self-sustaining outage? Queueing models "
+        "of retries, timeouts and backpressure. Time is in seconds, rates are "
+        "per second."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``status``."""
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(status)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars, tuples and non-finite floats for strict JSON.
+
+    Infinities become the strings ``"inf"``/``"-inf"`` and NaN becomes null,
+    so the output is valid JSON that every parser reads.
+    """
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def emit_json(payload: Any) -> None:
+    """Write ``payload`` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(to_jsonable(payload), indent=2) + "\n")
