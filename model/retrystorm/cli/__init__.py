@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
+from typer.exceptions import TyperException
 
 from retrystorm.cli._common import app, fail
 from retrystorm.errors import RetrystormError
@@ -49,9 +51,20 @@ def main(argv: list[str] | None = None) -> None:
         Always, with status 0 on success, 2 for a user mistake.
     """
     _load_commands()
+    command = typer.main.get_command(app)
+    args = argv if argv is not None else sys.argv[1:]
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="retrystorm")
+        status = command.main(args=args, prog_name="retrystorm", standalone_mode=False)
     except RetrystormError as exc:
         fail(str(exc))
-    except typer.Exit:
-        raise
+    except (click.Abort, typer.Abort):
+        fail("aborted", 130)
+    except (click.ClickException, TyperException) as exc:
+        # Usage mistakes get the same one-line form as the library's errors
+        # (typer vendors its own copy of click, so both families are caught).
+        message = getattr(exc, "format_message", lambda: str(exc))()
+        status = getattr(exc, "exit_code", 2)
+        if not message:  # no arguments at all: the help was printed already
+            raise SystemExit(status) from None
+        fail(message, status)
+    raise SystemExit(status if isinstance(status, int) else 0)
