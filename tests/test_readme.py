@@ -8,7 +8,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from retrystorm.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"

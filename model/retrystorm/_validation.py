@@ -82,7 +82,7 @@ def check_integer(name: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, numbers.Integral):
         result = int(value)
     elif isinstance(value, numbers.Real) and float(value).is_integer():
-        result = int(value)
+        result = int(float(value))
     else:
         raise InvalidParameterError(name, "must be an integer", value)
     if result < minimum:
@@ -96,9 +96,13 @@ def check_positive_array(name: str, value: ArrayLike) -> NDArray[np.float64]:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InvalidParameterError(name, "must be an array of numbers", value) from None
+        raise InvalidParameterError(
+            name, "must be an array of numbers", value
+        ) from None
     bad = ~np.isfinite(array) | (array <= 0.0)
     if np.any(bad):
         first = array[bad].flat[0]
-        raise InvalidParameterError(name, "must contain only finite positive numbers", first)
+        raise InvalidParameterError(
+            name, "must contain only finite positive numbers", first
+        )
     return array

@@ -123,5 +123,7 @@ class ScenarioError(RetrystormError, ValueError):
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
         self.problems = problems
-        lines = "; ".join(f"{path}: {message}" for path, message in problems)
+        lines = "; ".join(
+            f"{path}: {message}" if path else message for path, message in problems
+        )
         super().__init__(f"invalid scenario {source}: {lines}")

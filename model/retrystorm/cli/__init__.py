@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except (click.ClickException, TyperException) as exc:
         # Usage mistakes get the same one-line form as the library's errors
         # (typer vendors its own copy of click, so both families are caught).
-        message = getattr(exc, "format_message", lambda: str(exc))()
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         status = getattr(exc, "exit_code", 2)
         if not message:  # no arguments at all: the help was printed already
             raise SystemExit(status) from None

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = ["app", "console", "emit_json", "fail", "to_jsonable"]
 
@@ -24,13 +25,21 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Keep ``retrystorm`` a group of commands even when only one is loaded."""
+
+
 console = Console()
 error_console = Console(stderr=True)
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``status``."""
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_console.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
     raise SystemExit(status)
 
 
