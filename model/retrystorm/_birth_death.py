@@ -20,8 +20,8 @@ The pieces:
 - `log_geometric_sum` and `truncated_geometric_mean` handle the geometric
   queue of M/M/c/K at any ratio, including exactly 1.
 - `log_h1` and `log_h2` are the two exponential integrals of M/M/c+D.
-- `capacity_gap` forms ``c mu - lambda`` exactly, the quantity every result
-  near saturation hinges on.
+- `capacity_gap` forms ``c mu - lambda`` without loss, the quantity every
+  result near saturation hinges on.
 - `quantile_from_tail` inverts a waiting-time tail function.
 
 References are keys of the project bibliography, REFERENCES.md.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from fractions import Fraction
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -72,6 +71,10 @@ _STIRLING = (
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 # A term this far (in nats) below the running sum is below double precision.
 _NEGLIGIBLE = 2.0**-60
+# Veltkamp's splitter 2^27 + 1 cuts a double into two 26-bit halves.
+_SPLITTER = 134217729.0
+# Coefficients of u^(2k-1) in 1/expm1(u) - 1/u + 1/2, k = 1..5 (B_2k / (2k)!).
+_BERNOULLI = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600, 1 / 47900160)
 
 
 def deviance(
@@ -267,19 +270,49 @@ def _sum_side(
     return total
 
 
-def capacity_gap(servers: int, service_rate: float, arrival_rate: float) -> float:
-    """Return ``servers * service_rate - arrival_rate``, rounded once from exact.
+def capacity_gap(
+    servers: ArrayLike, service_rate: ArrayLike, arrival_rate: ArrayLike
+) -> FloatArray:
+    """Return ``servers * service_rate - arrival_rate`` elementwise, without loss.
 
     Near saturation (utilisation 1 - 1e-9) the rounded product would leave
-    only seven correct digits in the difference; exact rational arithmetic
-    keeps all sixteen.
+    only seven correct digits in the difference; here the product's rounding
+    error is carried along, so every digit of the difference is kept.
+
+    Notes
+    -----
+    Dekker's product splits each factor into two halves of 26 bits, so that
+    ``c mu = p + e`` exactly with ``p`` the rounded product [Dekker1971];
+    Knuth's two-sum gives ``p - lambda = d + f`` exactly. The result is
+    ``d + (f + e)``: rounded once from the exact difference whenever
+    ``lambda`` lies within a factor of two of ``c mu`` (then ``f = 0``), and
+    within one unit in the last place elsewhere. Valid for products below
+    about 1e300.
     """
-    exact = Fraction(servers) * Fraction(service_rate) - Fraction(arrival_rate)
-    return float(exact)
+    c = np.asarray(servers, dtype=float)
+    mu = np.asarray(service_rate, dtype=float)
+    lam = np.asarray(arrival_rate, dtype=float)
+    product = c * mu
+    c_high, c_low = _split(c)
+    mu_high, mu_low = _split(mu)
+    product_error = (
+        (c_high * mu_high - product) + c_high * mu_low + c_low * mu_high
+    ) + c_low * mu_low
+    difference = product - lam
+    virtual = difference - product
+    difference_error = (product - (difference - virtual)) + (-lam - virtual)
+    return np.asarray(difference + (difference_error + product_error))
 
 
-def log_geometric_sum(log_ratio: float, count: ArrayLike) -> FloatArray:
-    """Return ``log sum_{j<n} r^j`` for each ``n`` in ``count``, ``r = e^log_ratio``.
+def _split(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Veltkamp's split of ``x`` into a high and a low half of 26 bits each."""
+    scaled = _SPLITTER * x
+    high = scaled - (scaled - x)
+    return high, x - high
+
+
+def log_geometric_sum(log_ratio: ArrayLike, count: ArrayLike) -> FloatArray:
+    """Return ``log sum_{j<n} r^j`` elementwise, ``r = e^log_ratio``, ``n = count``.
 
     Notes
     -----
@@ -288,11 +321,16 @@ def log_geometric_sum(log_ratio: float, count: ArrayLike) -> FloatArray:
     for a ratio above 1 and a long queue. A count of 0 gives ``-inf``.
     """
     n = np.asarray(count, dtype=float)
+    ratio = np.asarray(log_ratio, dtype=float)
+    level = ratio == 0.0
+    safe = np.where(level, 1.0, ratio)
     with np.errstate(divide="ignore"):  # log(0) = -inf is the empty sum
-        if log_ratio == 0.0:
-            return np.asarray(np.log(n), dtype=np.float64)
-        result = _log_abs_expm1(n * log_ratio) - _log_abs_expm1(np.asarray(log_ratio))
-    return np.where(n > 0, result, -np.inf)
+        result = np.where(
+            level,
+            np.log(n),
+            _log_abs_expm1(n * safe) - _log_abs_expm1(safe),
+        )
+    return np.asarray(np.where(n > 0, result, -np.inf))
 
 
 def _log_abs_expm1(u: FloatArray) -> FloatArray:
@@ -306,16 +344,22 @@ def _log_abs_expm1(u: FloatArray) -> FloatArray:
     return np.where(large, large_part, small_part)
 
 
-def log_h1(u: float) -> float:
-    """Return ``log((1 - e^-u) / u) = log int_0^1 e^(-u v) dv`` (0 at u = 0)."""
-    if u == 0.0:
-        return 0.0
-    if u > 0.0:
-        return math.log(-math.expm1(-u)) - math.log(u)
-    return float(_log_abs_expm1(np.asarray(-u))) - math.log(-u)
+def log_h1(u: ArrayLike) -> FloatArray:
+    """Return ``log((1 - e^-u) / u) = log int_0^1 e^(-u v) dv``, elementwise (0 at 0).
+
+    Notes
+    -----
+    ``log |expm1(-u)| - log |u|``, with the first term free of overflow for a
+    large negative ``u`` (see `_log_abs_expm1`).
+    """
+    x = np.asarray(u, dtype=float)
+    zero = x == 0.0
+    safe = np.where(zero, 1.0, x)
+    result = _log_abs_expm1(-safe) - np.log(np.abs(safe))
+    return np.asarray(np.where(zero, 0.0, result))
 
 
-def log_h2(u: float) -> float:
+def log_h2(u: ArrayLike) -> FloatArray:
     """Return ``log int_0^1 v e^(-u v) dv = log((1 - (1 + u) e^-u) / u^2)``.
 
     Notes
@@ -324,36 +368,52 @@ def log_h2(u: float) -> float:
     double precision); above, the closed form has no cancellation; below,
     ``w = -u`` gives ``log(((w - 1) e^w + 1) / w^2)`` evaluated without overflow.
     """
-    if abs(u) < 2.0:
-        total = 0.0
-        term = 1.0
-        for k in range(28):
-            total += term / (k + 2)
-            term *= -u / (k + 1)
-        return math.log(total)
-    if u > 0.0:
-        return math.log(-math.expm1(-u) - u * math.exp(-u)) - 2.0 * math.log(u)
-    w = -u
-    return w + math.log((w - 1.0) + math.exp(-w)) - 2.0 * math.log(w)
+    x = np.asarray(u, dtype=float)
+    result = np.empty(x.shape)
+    near = np.abs(x) < 2.0
+    above = x >= 2.0
+    below = x <= -2.0
+
+    # Series near 0: terms alternate and fall fast, 28 reach double precision.
+    v = x[near]
+    total = np.zeros(v.shape)
+    term = np.ones(v.shape)
+    for k in range(28):
+        total += term / (k + 2)
+        term *= -v / (k + 1)
+    result[near] = np.log(total)
+
+    v = x[above]
+    result[above] = np.log(-np.expm1(-v) - v * np.exp(-v)) - 2.0 * np.log(v)
+
+    w = -x[below]
+    result[below] = w + np.log((w - 1.0) + np.exp(-w)) - 2.0 * np.log(w)
+    return result
 
 
-def _bernoulli_q(u: float) -> float:
+def _bernoulli_q(u: FloatArray) -> FloatArray:
     """Return ``1/expm1(u) - 1/u`` (limit -1/2 at 0), stable for every u."""
-    if abs(u) < 0.5:
-        # Bernoulli series: -1/2 + u/12 - u^3/720 + u^5/30240 - u^7/1209600 + ...
-        u2 = u * u
-        coefficients = (1 / 12, -1 / 720, 1 / 30240, -1 / 1209600, 1 / 47900160)
-        total = 0.0
-        for coefficient in reversed(coefficients):
-            total = total * u2 + coefficient
-        return -0.5 + u * total
-    if u > 700.0:
-        return -1.0 / u
-    return 1.0 / math.expm1(u) - 1.0 / u
+    result = np.empty(u.shape)
+    small = np.abs(u) < 0.5
+    # Bernoulli series: -1/2 + u/12 - u^3/720 + u^5/30240 - u^7/1209600 + ...
+    v = u[small]
+    v2 = v * v
+    total = np.zeros(v.shape)
+    for coefficient in reversed(_BERNOULLI):
+        total = total * v2 + coefficient
+    result[small] = -0.5 + v * total
+    huge = u > 700.0
+    result[huge] = -1.0 / u[huge]
+    rest = ~small & ~huge
+    v = u[rest]
+    result[rest] = 1.0 / np.expm1(v) - 1.0 / v
+    return result
 
 
-def truncated_geometric_mean(log_ratio: float, top: int) -> float:
+def truncated_geometric_mean(log_ratio: ArrayLike, top: ArrayLike) -> FloatArray:
     """Return the mean of J on {0, ..., top} with ``P(J = j)`` proportional to ``r^j``.
+
+    Elementwise over ``log_ratio`` (``log r``) and ``top``.
 
     Notes
     -----
@@ -363,14 +423,26 @@ def truncated_geometric_mean(log_ratio: float, top: int) -> float:
     ``x > 1/2``, and by the symmetry ``mean(x) = top - mean(-x)`` for
     ``x < -1/2``.
     """
-    x = -log_ratio
-    if x < -0.5:
-        return top - truncated_geometric_mean(-log_ratio, top)
-    n = top + 1
-    if x <= 0.5:
-        return _bernoulli_q(x) - n * _bernoulli_q(n * x)
-    far = 0.0 if n * x > 700.0 else n / math.expm1(n * x)
-    return 1.0 / math.expm1(x) - far
+    x_in, top_arr = np.broadcast_arrays(
+        -np.asarray(log_ratio, dtype=float), np.asarray(top, dtype=float)
+    )
+    # Reflect x < -1/2 onto x > 1/2, where the direct form has no cancellation.
+    reflected = x_in < -0.5
+    x = np.where(reflected, -x_in, x_in)
+    n = top_arr + 1.0
+    result = np.empty(x.shape)
+
+    near = x <= 0.5
+    xn, nn = x[near], n[near]
+    result[near] = _bernoulli_q(xn) - nn * _bernoulli_q(nn * xn)
+
+    far = ~near
+    xf, nf = x[far], n[far]
+    nx = nf * xf
+    with np.errstate(over="ignore"):  # expm1 beyond 700 is masked out below
+        tail = np.where(nx > 700.0, 0.0, nf / np.expm1(np.minimum(nx, 700.0)))
+    result[far] = 1.0 / np.expm1(xf) - tail
+    return np.asarray(np.where(reflected, top_arr - result, result))
 
 
 def quantile_from_tail(

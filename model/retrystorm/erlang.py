@@ -307,25 +307,48 @@ def erlang_c(servers: ArrayLike, offered_load: ArrayLike) -> FloatArray | float:
     1.0
     """
     c, a = _broadcast(servers, offered_load)
-    result = np.ones(c.shape)
-    flat, c_flat, a_flat = result.reshape(-1), c.reshape(-1), a.reshape(-1)
-    for start in range(0, flat.size, _BLOCK):
-        block = slice(start, start + _BLOCK)
-        flat[block] = _erlang_c_block(c_flat[block], a_flat[block])
+    result = np.exp(log_erlang_c(c, a, c - a))
     return float(result) if result.ndim == 0 else result
 
 
-def _erlang_c_block(c: FloatArray, a: FloatArray) -> FloatArray:
-    """Erlang C on one block: 1 where ``a >= c``, else ``c / ((c - a) / B + a)``."""
-    gap = c - a
+def log_erlang_c(c: ArrayLike, a: ArrayLike, gap: ArrayLike) -> FloatArray:
+    """Return ``log C(c, a)`` elementwise, and 0 where ``gap <= 0``.
+
+    ``c`` holds whole numbers >= 1, ``a > 0`` the loads, and ``gap`` the
+    difference ``c - a`` as accurately as the caller knows it (the M/M/c
+    model forms it from the exact spare capacity).
+
+    Notes
+    -----
+    ``C = c / ((c - a) / B + a)`` [Kleinrock1975] (Sec. 3.5 and 3.7), taken
+    in log space as ``log c - logaddexp(log(c - a) + log(1/B), log a)``, so
+    neither ``1/B`` (huge at a million servers) nor the gap (tiny near
+    saturation) loses digits. Where ``a >= c`` every arrival waits: ``C = 1``.
+    """
+    c_b, a_b, gap_b = np.broadcast_arrays(
+        np.asarray(c, dtype=float),
+        np.asarray(a, dtype=float),
+        np.asarray(gap, dtype=float),
+    )
+    result = np.zeros(c_b.shape)
+    flat = result.reshape(-1)
+    c_flat, a_flat, gap_flat = c_b.reshape(-1), a_b.reshape(-1), gap_b.reshape(-1)
+    for start in range(0, flat.size, _BLOCK):
+        block = slice(start, start + _BLOCK)
+        flat[block] = _log_erlang_c_block(c_flat[block], a_flat[block], gap_flat[block])
+    return result
+
+
+def _log_erlang_c_block(c: FloatArray, a: FloatArray, gap: FloatArray) -> FloatArray:
+    """`log_erlang_c` on one block of a flat array."""
     stable = gap > 0.0
-    result = np.ones(c.shape)
+    result = np.zeros(c.shape)
     if not stable.any():
         return result
     cs, as_, gs = c[stable], a[stable], gap[stable]
     log_inverse_b = _log_inverse_b_block(cs, as_, gs)
     log_denominator = np.logaddexp(np.log(gs) + log_inverse_b, np.log(as_))
-    result[stable] = np.exp(np.log(cs) - log_denominator)
+    result[stable] = np.log(cs) - log_denominator
     return result
 
 

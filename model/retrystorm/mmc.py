@@ -1,4 +1,8 @@
-"""The M/M/c queue: Poisson arrivals, c exponential servers, unlimited waiting room."""
+"""The M/M/c queue: Poisson arrivals, c exponential servers, unlimited waiting room.
+
+The formulas live in one vectorised kernel, `_mmc_arrays`, shared by the
+`MMc` class (on scalars) and by parameter sweeps (on whole grids).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from retrystorm._birth_death import capacity_gap, log_poisson_term
+from retrystorm._birth_death import FloatArray, capacity_gap, log_poisson_term
 from retrystorm._validation import (
     check_fraction,
     check_integer,
     check_nonnegative,
     check_positive,
 )
-from retrystorm.erlang import log_inverse_erlang_b
+from retrystorm.erlang import log_erlang_c
 from retrystorm.errors import UnstableSystemError
 
 __all__ = ["MMc"]
@@ -29,6 +34,67 @@ _SUMMARY_FIELDS = (
     "mean_response_time",
     "mean_in_system",
 )
+
+
+def _mmc_core(
+    arrival_rate: ArrayLike, service_rate: ArrayLike, servers: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Return ``(c mu - lambda, log C)`` elementwise; ``log C = 0`` when unstable.
+
+    The spare capacity ``c mu - lambda`` is formed without rounding loss and
+    divided by ``mu`` for the load gap ``c - a`` of Erlang C, so results keep
+    about 13 correct digits up to ``rho = 1 - 1e-9``.
+    """
+    lam, mu, c = np.broadcast_arrays(
+        np.asarray(arrival_rate, dtype=float),
+        np.asarray(service_rate, dtype=float),
+        np.asarray(servers, dtype=float),
+    )
+    gap = capacity_gap(c, mu, lam)
+    return gap, log_erlang_c(c, lam / mu, gap / mu)
+
+
+def _mmc_quantities(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    gap: FloatArray,
+    log_wait_probability: FloatArray,
+) -> dict[str, FloatArray]:
+    """Every scalar quantity from `_mmc_core`'s results; ``inf`` where unstable."""
+    lam = np.asarray(arrival_rate, dtype=float)
+    mu = np.asarray(service_rate, dtype=float)
+    c = np.asarray(servers, dtype=float)
+    stable = gap > 0.0
+    wait_probability = np.exp(log_wait_probability)
+    # E[W] = C / (c mu - lambda); no steady state (inf) where the gap is <= 0.
+    mean_wait = np.where(stable, wait_probability / np.where(stable, gap, 1.0), np.inf)
+    offered_load = lam / mu
+    mean_queue_length = lam * mean_wait
+    return {
+        "offered_load": offered_load,
+        "utilization": lam / (c * mu),
+        "wait_probability": wait_probability,
+        "mean_wait": mean_wait,
+        "mean_queue_length": mean_queue_length,
+        "mean_response_time": mean_wait + 1.0 / mu,
+        "mean_in_system": mean_queue_length + offered_load,
+    }
+
+
+def _mmc_arrays(
+    arrival_rate: ArrayLike, service_rate: ArrayLike, servers: ArrayLike
+) -> dict[str, FloatArray]:
+    """Return every M/M/c quantity elementwise over broadcast parameter arrays.
+
+    The inputs are not checked (the callers do): rates finite and positive,
+    ``servers`` whole numbers >= 1. Where ``rho >= 1`` the wait probability
+    is 1 and every mean is ``inf``, as in `MMc.summary`.
+    """
+    gap, log_wait_probability = _mmc_core(arrival_rate, service_rate, servers)
+    return _mmc_quantities(
+        arrival_rate, service_rate, servers, gap, log_wait_probability
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,71 +166,82 @@ class MMc:
     @property
     def offered_load(self) -> float:
         """Offered load ``lambda / mu`` in erlangs (mean number of busy servers)."""
-        return self.arrival_rate / self.service_rate
+        return float(self._quantities["offered_load"])
 
     @property
     def utilization(self) -> float:
         """Offered utilisation ``lambda / (c mu)``, dimensionless."""
-        return self.arrival_rate / (self.servers * self.service_rate)
+        return float(self._quantities["utilization"])
 
     @cached_property
+    def _core(self) -> tuple[float, float]:
+        """``(c mu - lambda, log C)`` from the shared kernel."""
+        gap, log_wait_probability = _mmc_core(
+            self.arrival_rate, self.service_rate, self.servers
+        )
+        return float(gap), float(log_wait_probability)
+
+    @cached_property
+    def _quantities(self) -> dict[str, FloatArray]:
+        """Every scalar quantity from the shared kernel (``inf`` when unstable)."""
+        gap, log_wait_probability = self._core
+        return _mmc_quantities(
+            self.arrival_rate,
+            self.service_rate,
+            self.servers,
+            np.asarray(gap),
+            np.asarray(log_wait_probability),
+        )
+
+    @property
     def _gap(self) -> float:
         """Spare capacity ``c mu - lambda`` in requests per second (exact rounding)."""
-        return capacity_gap(self.servers, self.service_rate, self.arrival_rate)
+        return self._core[0]
 
     @property
     def stable(self) -> bool:
         """Whether a steady state exists (``lambda < c mu``)."""
         return self._gap > 0.0
 
-    @cached_property
+    @property
     def _log_wait_probability(self) -> float:
         """``log C``, with ``C = c / ((c - a) / B + a)`` taken in log space."""
-        if not self.stable:
-            return 0.0
-        c = float(self.servers)
-        load = self.offered_load
-        load_gap = self._gap / self.service_rate
-        log_inverse_b = float(
-            log_inverse_erlang_b(np.array(c), np.array(load), np.array(load_gap))
-        )
-        log_denominator = float(
-            np.logaddexp(math.log(load_gap) + log_inverse_b, math.log(load))
-        )
-        return math.log(c) - log_denominator
+        return self._core[1]
 
     def _require_stable(self, quantity: str) -> None:
+        """Raise `UnstableSystemError` for ``quantity`` if there is no steady state."""
         if not self.stable:
             raise UnstableSystemError(self.utilization, quantity)
+
+    def _existing(self, quantity: str) -> float:
+        """Return a mean from the kernel, or raise if it does not exist."""
+        self._require_stable(quantity)
+        return float(self._quantities[quantity])
 
     @property
     def wait_probability(self) -> float:
         """Probability that an arrival waits (Erlang C); 1 when unstable."""
-        return math.exp(self._log_wait_probability)
+        return float(self._quantities["wait_probability"])
 
     @property
     def mean_wait(self) -> float:
         """Mean time in queue ``E[W]``, seconds."""
-        self._require_stable("mean_wait")
-        return self.wait_probability / self._gap
+        return self._existing("mean_wait")
 
     @property
     def mean_queue_length(self) -> float:
         """Mean number of waiting requests ``L_q``."""
-        self._require_stable("mean_queue_length")
-        return self.arrival_rate * self.mean_wait
+        return self._existing("mean_queue_length")
 
     @property
     def mean_response_time(self) -> float:
         """Mean time in system (wait plus service) ``E[T]``, seconds."""
-        self._require_stable("mean_response_time")
-        return self.mean_wait + 1.0 / self.service_rate
+        return self._existing("mean_response_time")
 
     @property
     def mean_in_system(self) -> float:
         """Mean number of requests in the system (waiting or in service) ``L``."""
-        self._require_stable("mean_in_system")
-        return self.mean_queue_length + self.offered_load
+        return self._existing("mean_in_system")
 
     def state_probability(self, n: int) -> float:
         """Return ``P(N = n)``, the steady-state probability of ``n`` requests inside.
@@ -210,7 +287,8 @@ class MMc:
         """
         time = check_nonnegative("t", t)
         self._require_stable("wait_tail")
-        return math.exp(self._log_wait_probability - self._gap * time)
+        # numpy's exp, as in the kernel's wait probability, so P(W > t) <= C.
+        return float(np.exp(self._log_wait_probability - self._gap * time))
 
     def wait_quantile(self, q: float) -> float:
         """Return the ``q``-quantile of the waiting time, seconds.
@@ -235,12 +313,4 @@ class MMc:
 
         Quantities that do not exist (``rho >= 1``) are reported as ``inf``.
         """
-        return {name: _value_or_inf(self, name) for name in _SUMMARY_FIELDS}
-
-
-def _value_or_inf(model: MMc, name: str) -> float:
-    """Return ``model.name``, or ``inf`` where the quantity does not exist."""
-    try:
-        return float(getattr(model, name))
-    except UnstableSystemError:
-        return math.inf
+        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}

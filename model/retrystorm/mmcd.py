@@ -1,14 +1,21 @@
-"""The M/M/c+D queue: every waiting request gives up after exactly ``timeout``."""
+"""The M/M/c+D queue: every waiting request gives up after exactly ``timeout``.
+
+The formulas live in one vectorised kernel, `_mmcd_arrays`, shared by the
+`MMcD` class (on scalars) and by parameter sweeps (on whole grids).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from retrystorm._birth_death import (
+    FloatArray,
     capacity_gap,
     log_h1,
     log_h2,
@@ -39,14 +46,122 @@ _SUMMARY_FIELDS = (
 )
 
 
-def _log_inverse_b(servers: int, service_rate: float, arrival_rate: float) -> float:
-    """Return ``log(1 / B(servers, lambda / mu))``; ``servers`` may be 0."""
-    load = arrival_rate / service_rate
-    load_gap = capacity_gap(servers, service_rate, arrival_rate) / service_rate
-    value = log_inverse_erlang_b(
-        np.array(float(servers)), np.array(load), np.array(load_gap)
+def _log_inverse_b(
+    servers: ArrayLike, service_rate: ArrayLike, arrival_rate: ArrayLike
+) -> FloatArray:
+    """Return ``log(1 / B(servers, lambda / mu))`` elementwise; ``servers`` may be 0."""
+    mu = np.asarray(service_rate, dtype=float)
+    lam = np.asarray(arrival_rate, dtype=float)
+    load_gap = capacity_gap(servers, mu, lam) / mu
+    return log_inverse_erlang_b(np.asarray(servers, dtype=float), lam / mu, load_gap)
+
+
+def _log_waiting_integral(
+    beta: ArrayLike, timeout: ArrayLike, c_mu: ArrayLike, time: ArrayLike
+) -> FloatArray:
+    """``log int_t^inf exp(lambda min(x, T) - c mu x) dx`` for ``0 <= t < T``.
+
+    ``beta = c mu - lambda``; the integral splits at the timeout into
+    ``e^(-beta t) (T - t) h1(beta (T - t))`` and ``e^(-beta T) / (c mu)``.
+    """
+    b = np.asarray(beta, dtype=float)
+    top = np.asarray(timeout, dtype=float)
+    start = np.asarray(time, dtype=float)
+    left = top - start
+    before = -b * start + np.log(left) + log_h1(b * left)
+    after = -b * top - np.log(c_mu)
+    return np.asarray(np.logaddexp(before, after))
+
+
+class _MMcDState(NamedTuple):
+    """``beta = c mu - lambda`` (any sign) and ``log pi_(c-1)``, elementwise."""
+
+    beta: FloatArray
+    log_pi_before_full: FloatArray
+
+
+def _mmcd_state(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    timeout: ArrayLike,
+) -> _MMcDState:
+    """Return ``beta`` and ``log pi_(c-1)`` from the normalisation of ``V``."""
+    lam, mu, c, top = np.broadcast_arrays(
+        *(
+            np.asarray(v, dtype=float)
+            for v in (arrival_rate, service_rate, servers, timeout)
+        )
     )
-    return float(value)
+    beta = capacity_gap(c, mu, lam)
+    log_idle = _log_inverse_b(c - 1.0, mu, lam)
+    log_mass = np.log(lam) + _log_waiting_integral(beta, top, c * mu, 0.0)
+    return _MMcDState(beta, -np.logaddexp(log_idle, log_mass))
+
+
+def _mmcd_quantities(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    timeout: ArrayLike,
+    state: _MMcDState,
+) -> dict[str, FloatArray]:
+    """Every scalar quantity of M/M/c+D from ``beta`` and ``log pi_(c-1)``."""
+    lam = np.asarray(arrival_rate, dtype=float)
+    mu = np.asarray(service_rate, dtype=float)
+    c = np.asarray(servers, dtype=float)
+    top = np.asarray(timeout, dtype=float)
+    c_mu = c * mu
+    log_pi, log_lam = state.log_pi_before_full, np.log(lam)
+
+    log_waiting = log_pi + log_lam + _log_waiting_integral(state.beta, top, c_mu, 0.0)
+    wait_probability = np.minimum(1.0, np.exp(log_waiting))
+    abandonment = np.exp(log_pi + log_lam - state.beta * top - np.log(c_mu))
+
+    # Busy servers: c P(V > 0) + sum_{k<c} k pi_k, the sum being (c - 1)
+    # pi_(c-1) / B(c - 2, a) for c >= 2: positive terms, exact in overload.
+    several = c > 1.0
+    below_servers = np.where(several, c - 2.0, 0.0)
+    log_below = np.log(np.where(several, c - 1.0, 1.0)) + _log_inverse_b(
+        below_servers, mu, lam
+    )
+    busy = c * wait_probability + np.where(several, np.exp(log_pi + log_below), 0.0)
+
+    # E[V; 0 < V <= T] = lambda pi_(c-1) T^2 h2(beta T); timed-out waits add T.
+    served_part = np.exp(
+        log_pi + log_lam + 2.0 * np.log(top) + log_h2(state.beta * top)
+    )
+    mean_wait = served_part + top * abandonment
+    throughput = mu * busy
+    return {
+        "offered_load": lam / mu,
+        "utilization": lam / c_mu,
+        "occupancy": np.minimum(1.0, busy / c),
+        "abandonment_probability": abandonment,
+        "throughput": throughput,
+        "mean_busy_servers": busy,
+        "wait_probability": wait_probability,
+        "mean_wait": mean_wait,
+        "mean_wait_served": served_part / (throughput / lam),
+        "mean_queue_length": lam * mean_wait,
+        "mean_response_time": mean_wait + busy / lam,
+        "mean_in_system": lam * mean_wait + busy,
+    }
+
+
+def _mmcd_arrays(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    timeout: ArrayLike,
+) -> dict[str, FloatArray]:
+    """Return every M/M/c+D quantity elementwise over broadcast parameter arrays.
+
+    The inputs are not checked (the callers do): rates and timeouts finite
+    and positive, ``servers`` whole numbers >= 1.
+    """
+    state = _mmcd_state(arrival_rate, service_rate, servers, timeout)
+    return _mmcd_quantities(arrival_rate, service_rate, servers, timeout, state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,114 +249,77 @@ class MMcD:
         object.__setattr__(self, "servers", check_integer("servers", self.servers))
         object.__setattr__(self, "timeout", check_positive("timeout", self.timeout))
 
+    @cached_property
+    def _state(self) -> _MMcDState:
+        """``beta`` and ``log pi_(c-1)`` from the shared kernel."""
+        return _mmcd_state(
+            self.arrival_rate, self.service_rate, self.servers, self.timeout
+        )
+
+    @cached_property
+    def _quantities(self) -> dict[str, FloatArray]:
+        """Every scalar quantity, from the shared kernel."""
+        return _mmcd_quantities(
+            self.arrival_rate,
+            self.service_rate,
+            self.servers,
+            self.timeout,
+            self._state,
+        )
+
     @property
     def offered_load(self) -> float:
         """Offered load ``lambda / mu`` in erlangs."""
-        return self.arrival_rate / self.service_rate
+        return float(self._quantities["offered_load"])
 
     @property
     def utilization(self) -> float:
         """Offered utilisation ``lambda / (c mu)``, dimensionless (may exceed 1)."""
-        return self.arrival_rate / (self.servers * self.service_rate)
-
-    @cached_property
-    def _beta(self) -> float:
-        """``c mu - lambda``, requests per second (exact rounding; any sign)."""
-        return capacity_gap(self.servers, self.service_rate, self.arrival_rate)
-
-    @cached_property
-    def _log_pi_before_full(self) -> float:
-        """``log pi_(c-1)``, from the normalisation of the law of ``V``."""
-        log_idle = _log_inverse_b(
-            self.servers - 1, self.service_rate, self.arrival_rate
-        )
-        log_mass = math.log(self.arrival_rate) + self._log_waiting_integral(0.0)
-        return -float(np.logaddexp(log_idle, log_mass))
-
-    def _log_waiting_integral(self, time: float) -> float:
-        """``log int_t^inf exp(lambda min(x, T) - c mu x) dx`` for ``0 <= t < T``."""
-        beta, timeout = self._beta, self.timeout
-        c_mu = self.servers * self.service_rate
-        left = timeout - time
-        before = -beta * time + math.log(left) + log_h1(beta * left)
-        after = -beta * timeout - math.log(c_mu)
-        return float(np.logaddexp(before, after))
+        return float(self._quantities["utilization"])
 
     @property
     def wait_probability(self) -> float:
         """Probability that an arrival finds every server busy and waits."""
-        log_mass = math.log(self.arrival_rate) + self._log_waiting_integral(0.0)
-        return min(1.0, math.exp(self._log_pi_before_full + log_mass))
+        return float(self._quantities["wait_probability"])
 
     @property
     def abandonment_probability(self) -> float:
         """Probability that an arrival times out before service, ``P(V > T)``."""
-        c_mu = self.servers * self.service_rate
-        log_value = (
-            self._log_pi_before_full
-            + math.log(self.arrival_rate)
-            - self._beta * self.timeout
-            - math.log(c_mu)
-        )
-        return math.exp(log_value)
+        return float(self._quantities["abandonment_probability"])
 
-    @cached_property
+    @property
     def mean_busy_servers(self) -> float:
         """Mean number of busy servers.
 
         ``c P(V > 0) + sum_{k<c} k pi_k`` with ``sum_{k<c} k pi_k = (c - 1)
         pi_(c-1) / B(c - 2, a)``: positive terms, exact in heavy overload.
         """
-        c = self.servers
-        busy = c * self.wait_probability
-        if c == 1:
-            return busy
-        log_below = math.log(c - 1) + _log_inverse_b(
-            c - 2, self.service_rate, self.arrival_rate
-        )
-        return busy + math.exp(self._log_pi_before_full + log_below)
+        return float(self._quantities["mean_busy_servers"])
 
     @property
     def throughput(self) -> float:
         """Rate of served requests, requests per second."""
-        return self.service_rate * self.mean_busy_servers
+        return float(self._quantities["throughput"])
 
     @property
     def occupancy(self) -> float:
         """Mean fraction of servers busy."""
-        return min(1.0, self.mean_busy_servers / self.servers)
-
-    @cached_property
-    def _log_wait_served_part(self) -> float:
-        """``log E[V; 0 < V <= T] = log(lambda pi_(c-1) T^2 h2(beta T))``."""
-        timeout = self.timeout
-        return (
-            self._log_pi_before_full
-            + math.log(self.arrival_rate)
-            + 2.0 * math.log(timeout)
-            + log_h2(self._beta * timeout)
-        )
+        return float(self._quantities["occupancy"])
 
     @property
     def mean_wait(self) -> float:
         """Mean time in queue over all arrivals (served or timed out), seconds."""
-        return math.fsum(
-            (
-                math.exp(self._log_wait_served_part),
-                self.timeout * self.abandonment_probability,
-            )
-        )
+        return float(self._quantities["mean_wait"])
 
     @property
     def mean_wait_served(self) -> float:
         """Mean time in queue of the requests that are served, seconds."""
-        served_fraction = self.throughput / self.arrival_rate
-        return math.exp(self._log_wait_served_part) / served_fraction
+        return float(self._quantities["mean_wait_served"])
 
     @property
     def mean_queue_length(self) -> float:
         """Mean number of waiting requests ``L_q = lambda mean_wait``."""
-        return self.arrival_rate * self.mean_wait
+        return float(self._quantities["mean_queue_length"])
 
     @property
     def mean_response_time(self) -> float:
@@ -250,12 +328,12 @@ class MMcD:
         ``mean_wait + (1 - P(abandon)) / mu``: a request that times out spends
         only its wait in the system.
         """
-        return self.mean_wait + self.mean_busy_servers / self.arrival_rate
+        return float(self._quantities["mean_response_time"])
 
     @property
     def mean_in_system(self) -> float:
         """Mean number of requests in the system (waiting or in service)."""
-        return self.mean_queue_length + self.mean_busy_servers
+        return float(self._quantities["mean_in_system"])
 
     def wait_tail(self, t: float) -> float:
         """Return ``P(W > t)`` over all arrivals, ``t`` in seconds.
@@ -271,8 +349,10 @@ class MMcD:
         time = check_nonnegative("t", t)
         if time >= self.timeout:
             return 0.0
-        log_mass = math.log(self.arrival_rate) + self._log_waiting_integral(time)
-        return min(1.0, math.exp(self._log_pi_before_full + log_mass))
+        c_mu = self.servers * self.service_rate
+        log_integral = _log_waiting_integral(self._state.beta, self.timeout, c_mu, time)
+        log_mass = math.log(self.arrival_rate) + float(log_integral)
+        return min(1.0, math.exp(float(self._state.log_pi_before_full) + log_mass))
 
     def wait_quantile(self, q: float) -> float:
         """Return the ``q``-quantile of the wait over all arrivals, seconds.
@@ -291,4 +371,4 @@ class MMcD:
 
     def summary(self) -> dict[str, float]:
         """Return every scalar quantity by property name."""
-        return {name: float(getattr(self, name)) for name in _SUMMARY_FIELDS}
+        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}

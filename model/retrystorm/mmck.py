@@ -1,10 +1,15 @@
-"""The M/M/c/K queue: a bounded queue that refuses arrivals when it is full."""
+"""The M/M/c/K queue: a bounded queue that refuses arrivals when it is full.
+
+The formulas live in one vectorised kernel, `_mmck_arrays`, shared by the
+`MMcK` class (on scalars) and by parameter sweeps (on whole grids).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -43,12 +48,128 @@ _SUMMARY_FIELDS = (
 )
 
 
-def _log_inverse_b(servers: int, load: float, load_gap: float) -> float:
-    """Return ``log(1 / B(servers, load))`` for a scalar (``servers`` may be 0)."""
-    value = log_inverse_erlang_b(
-        np.array(float(servers)), np.array(load), np.array(load_gap)
+class _MMcKState(NamedTuple):
+    """The logs every M/M/c/K quantity is built from, elementwise.
+
+    Queue states ``c + j`` (``j = 0..m``, ``m = K - c``) have weights
+    ``rho^(j - p)`` relative to a pivot ``p``: ``0`` when ``rho <= 1`` and
+    ``m`` above, the most likely end of the geometric queue, so that no log
+    is a large number added and later subtracted (at ``rho = 1.5`` and a
+    million places that would cost ten digits).
+    """
+
+    log_rho: FloatArray
+    pivot: FloatArray
+    room: FloatArray
+    log_pi_pivot: FloatArray
+    log_admitted: FloatArray
+
+
+def _log_queue_sum(state: _MMcKState, first: ArrayLike, last: ArrayLike) -> FloatArray:
+    """``log sum_{j=first}^{last} rho^(j - p)`` elementwise (``-inf`` if empty)."""
+    log_rho = state.log_rho
+    start = np.asarray(first, dtype=float)
+    stop = np.asarray(last, dtype=float)
+    count = stop - start + 1.0
+    low = state.pivot == 0.0
+    # Each side only where it is needed (a scalar model needs one of them).
+    if low.all():
+        return start * log_rho + log_geometric_sum(log_rho, count)
+    from_top = (state.room - stop) * -log_rho + log_geometric_sum(-log_rho, count)
+    if not low.any():
+        return np.asarray(from_top)
+    from_servers = start * log_rho + log_geometric_sum(log_rho, count)
+    return np.asarray(np.where(low, from_servers, from_top))
+
+
+def _mmck_state(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    capacity: ArrayLike,
+) -> _MMcKState:
+    """Return the normalised logs of the M/M/c/K law, elementwise."""
+    lam, mu, c, top = np.broadcast_arrays(
+        *(
+            np.asarray(v, dtype=float)
+            for v in (arrival_rate, service_rate, servers, capacity)
+        )
     )
-    return float(value)
+    room = top - c
+    c_mu = c * mu
+
+    # log rho through log1p near 1, where c mu - lambda is formed exactly.
+    relative_gap = capacity_gap(c, mu, lam) / c_mu
+    log_rho = np.where(
+        np.abs(relative_gap) < 0.5,
+        np.log1p(-relative_gap),
+        np.log(lam) - np.log(c_mu),
+    )
+    pivot = np.where(log_rho <= 0.0, 0.0, room)
+    partial = _MMcKState(log_rho, pivot, room, log_rho, log_rho)
+
+    # sum_{k<c} pi_k / pi_c = (c/a) / B(c - 1, a): a sum without cancellation.
+    load = lam / mu
+    load_gap = capacity_gap(c - 1.0, mu, lam) / mu
+    log_below = np.log(c / load) + log_inverse_erlang_b(c - 1.0, load, load_gap)
+    shifted_below = log_below - pivot * log_rho
+
+    # Normalise; 1 - pi_K leaves out the top state.
+    log_pi_pivot = -np.logaddexp(shifted_below, _log_queue_sum(partial, 0.0, room))
+    log_admitted = log_pi_pivot + np.logaddexp(
+        shifted_below, _log_queue_sum(partial, 0.0, room - 1.0)
+    )
+    return _MMcKState(log_rho, pivot, room, log_pi_pivot, log_admitted)
+
+
+def _mmck_quantities(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    state: _MMcKState,
+) -> dict[str, FloatArray]:
+    """Every scalar quantity of M/M/c/K from its normalised logs."""
+    lam = np.asarray(arrival_rate, dtype=float)
+    mu = np.asarray(service_rate, dtype=float)
+    c_mu = np.asarray(servers, dtype=float) * mu
+    room = state.room
+
+    throughput = lam * np.exp(state.log_admitted)
+    log_waiting = state.log_pi_pivot + _log_queue_sum(state, 0.0, room - 1.0)
+    log_queue = state.log_pi_pivot + _log_queue_sum(state, 0.0, room)
+    mean_index = truncated_geometric_mean(state.log_rho, room)
+    mean_queue_length = np.where(room == 0.0, 0.0, np.exp(log_queue) * mean_index)
+    mean_wait = mean_queue_length / throughput
+    return {
+        "offered_load": lam / mu,
+        "utilization": lam / c_mu,
+        "occupancy": np.minimum(1.0, throughput / c_mu),
+        "blocking_probability": np.exp(
+            state.log_pi_pivot + _log_queue_sum(state, room, room)
+        ),
+        "throughput": throughput,
+        "wait_probability": np.minimum(1.0, np.exp(log_waiting - state.log_admitted)),
+        "mean_wait": mean_wait,
+        "mean_queue_length": mean_queue_length,
+        "mean_response_time": mean_wait + 1.0 / mu,
+        "mean_in_system": mean_queue_length + throughput / mu,
+    }
+
+
+def _mmck_arrays(
+    arrival_rate: ArrayLike,
+    service_rate: ArrayLike,
+    servers: ArrayLike,
+    capacity: ArrayLike,
+) -> dict[str, FloatArray]:
+    """Return every M/M/c/K quantity elementwise over broadcast parameter arrays.
+
+    The inputs are not checked (the callers do): rates finite and positive,
+    ``servers`` whole numbers >= 1 and ``capacity`` whole numbers >=
+    ``servers``.
+    """
+    state = _mmck_state(arrival_rate, service_rate, servers, capacity)
+    return _mmck_quantities(arrival_rate, service_rate, servers, state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,119 +252,69 @@ class MMcK:
             )
         object.__setattr__(self, "capacity", capacity)
 
+    @cached_property
+    def _state(self) -> _MMcKState:
+        """The normalised logs of the law, from the shared kernel."""
+        return _mmck_state(
+            self.arrival_rate, self.service_rate, self.servers, self.capacity
+        )
+
+    @cached_property
+    def _quantities(self) -> dict[str, FloatArray]:
+        """Every scalar quantity, from the shared kernel."""
+        return _mmck_quantities(
+            self.arrival_rate, self.service_rate, self.servers, self._state
+        )
+
     @property
     def offered_load(self) -> float:
         """Offered load ``lambda / mu`` in erlangs."""
-        return self.arrival_rate / self.service_rate
+        return float(self._quantities["offered_load"])
 
     @property
     def utilization(self) -> float:
         """Offered utilisation ``lambda / (c mu)``, dimensionless (may exceed 1)."""
-        return self.arrival_rate / (self.servers * self.service_rate)
-
-    @cached_property
-    def _log_rho(self) -> float:
-        """``log rho``, through ``log1p`` near 1 where ``c mu - lambda`` is exact."""
-        c_mu = self.servers * self.service_rate
-        relative_gap = (
-            capacity_gap(self.servers, self.service_rate, self.arrival_rate) / c_mu
-        )
-        if abs(relative_gap) < 0.5:
-            return math.log1p(-relative_gap)
-        return math.log(self.arrival_rate) - math.log(c_mu)
-
-    @property
-    def _queue_room(self) -> int:
-        """Waiting places ``m = K - c``."""
-        return self.capacity - self.servers
-
-    @property
-    def _pivot(self) -> int:
-        """Queue index ``p`` of the reference state: ``c`` if ``rho <= 1``, else ``K``.
-
-        Weights are taken relative to the most likely end of the geometric
-        queue, so that no log is a large number added and later subtracted
-        (at ``rho = 1.5`` and a million places that would cost ten digits).
-        """
-        return 0 if self._log_rho <= 0.0 else self._queue_room
-
-    def _log_queue_sum(self, first: ArrayLike, last: int) -> FloatArray:
-        """``log sum_{j=first}^{last} rho^(j - p)``, vectorised (``-inf`` if empty)."""
-        log_rho = self._log_rho
-        start = np.asarray(first, dtype=float)
-        count = last - start + 1
-        if self._pivot == 0:
-            return start * log_rho + log_geometric_sum(log_rho, count)
-        return (self._queue_room - last) * -log_rho + log_geometric_sum(-log_rho, count)
-
-    @cached_property
-    def _log_below(self) -> float:
-        """``log sum_{k<c} pi_k / pi_c = log((c/a) / B(c - 1, a))``: no cancellation."""
-        c, mu, lam = self.servers, self.service_rate, self.arrival_rate
-        load = self.offered_load
-        load_gap = capacity_gap(c - 1, mu, lam) / mu
-        return math.log(c / load) + _log_inverse_b(c - 1, load, load_gap)
-
-    @cached_property
-    def _log_pi_pivot(self) -> float:
-        """``log pi_(c+p)`` from the normalisation."""
-        shifted_below = self._log_below - self._pivot * self._log_rho
-        queue = float(self._log_queue_sum(0, self._queue_room))
-        return -float(np.logaddexp(shifted_below, queue))
-
-    @cached_property
-    def _log_admitted(self) -> float:
-        """``log(1 - pi_K)``: log of the probability an arrival is admitted."""
-        shifted_below = self._log_below - self._pivot * self._log_rho
-        queue = float(self._log_queue_sum(0, self._queue_room - 1))
-        return self._log_pi_pivot + float(np.logaddexp(shifted_below, queue))
+        return float(self._quantities["utilization"])
 
     @property
     def blocking_probability(self) -> float:
         """Probability that an arrival is refused, ``pi_K``."""
-        m = self._queue_room
-        return math.exp(self._log_pi_pivot + float(self._log_queue_sum(m, m)))
+        return float(self._quantities["blocking_probability"])
 
     @property
     def throughput(self) -> float:
         """Rate of admitted (and so of served) requests, requests per second."""
-        return self.arrival_rate * math.exp(self._log_admitted)
+        return float(self._quantities["throughput"])
 
     @property
     def occupancy(self) -> float:
         """Mean fraction of servers busy, ``throughput / (c mu)``."""
-        return min(1.0, self.throughput / (self.servers * self.service_rate))
+        return float(self._quantities["occupancy"])
 
     @property
     def wait_probability(self) -> float:
         """Probability that an admitted request waits before service."""
-        queue = float(self._log_queue_sum(0, self._queue_room - 1))
-        return min(1.0, math.exp(self._log_pi_pivot + queue - self._log_admitted))
+        return float(self._quantities["wait_probability"])
 
     @property
     def mean_queue_length(self) -> float:
         """Mean number of waiting requests ``L_q``."""
-        m = self._queue_room
-        if m == 0:
-            return 0.0
-        queue = float(self._log_queue_sum(0, m))
-        mean_index = truncated_geometric_mean(self._log_rho, m)
-        return math.exp(self._log_pi_pivot + queue) * mean_index
+        return float(self._quantities["mean_queue_length"])
 
     @property
     def mean_wait(self) -> float:
         """Mean time in queue of an admitted request, seconds."""
-        return self.mean_queue_length / self.throughput
+        return float(self._quantities["mean_wait"])
 
     @property
     def mean_response_time(self) -> float:
         """Mean time in system of an admitted request (wait plus service), seconds."""
-        return self.mean_wait + 1.0 / self.service_rate
+        return float(self._quantities["mean_response_time"])
 
     @property
     def mean_in_system(self) -> float:
         """Mean number of requests in the system ``L``."""
-        return self.mean_queue_length + self.throughput / self.service_rate
+        return float(self._quantities["mean_in_system"])
 
     def state_probability(self, n: int) -> float:
         """Return ``P(N = n)``, the steady-state probability of ``n`` requests inside.
@@ -259,11 +330,13 @@ class MMcK:
                 "n", f"must be at most `capacity` ({self.capacity})", n
             )
         c = self.servers
+        log_pi_pivot = float(self._state.log_pi_pivot)
         if count >= c:
+            index = count - c
             return math.exp(
-                self._log_pi_pivot + float(self._log_queue_sum(count - c, count - c))
+                log_pi_pivot + float(_log_queue_sum(self._state, index, index))
             )
-        log_pi_c = self._log_pi_pivot + float(self._log_queue_sum(0, 0))
+        log_pi_c = log_pi_pivot + float(_log_queue_sum(self._state, 0, 0))
         load = self.offered_load
         log_ratio = log_poisson_term(float(count), load) - log_poisson_term(
             float(c), load
@@ -286,7 +359,7 @@ class MMcK:
         their mode outward until the rest is below double precision.
         """
         time = check_nonnegative("t", t)
-        m = self._queue_room
+        m = self.capacity - self.servers
         if time == 0.0:
             return self.wait_probability
         if m == 0:
@@ -294,10 +367,11 @@ class MMcK:
         x = self.servers * self.service_rate * time
 
         def log_term(i: FloatArray) -> FloatArray:
-            return log_poisson_term(i, x) + self._log_queue_sum(i, m - 1)
+            return log_poisson_term(i, x) + _log_queue_sum(self._state, i, m - 1)
 
         log_sum = log_sum_logconcave(log_term, 0, m)
-        return min(1.0, math.exp(self._log_pi_pivot + log_sum - self._log_admitted))
+        log_tail = float(self._state.log_pi_pivot + log_sum - self._state.log_admitted)
+        return min(1.0, math.exp(log_tail))
 
     def wait_quantile(self, q: float) -> float:
         """Return the ``q``-quantile of an admitted request's wait, seconds.
@@ -308,9 +382,9 @@ class MMcK:
             If ``q`` is not strictly between 0 and 1.
         """
         level = check_fraction("q", q)
-        scale = (self._queue_room + 1) / (self.servers * self.service_rate)
+        scale = (self.capacity - self.servers + 1) / (self.servers * self.service_rate)
         return quantile_from_tail(self.wait_tail, level, scale)
 
     def summary(self) -> dict[str, float]:
         """Return every scalar quantity by property name."""
-        return {name: float(getattr(self, name)) for name in _SUMMARY_FIELDS}
+        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}
