@@ -21,6 +21,7 @@ from proofs._framework import (
     show_equal,
     show_nonnegative,
     show_positive,
+    show_zero,
     symbolic,
 )
 from proofs.amplification import attempts_closed
@@ -28,8 +29,10 @@ from proofs.amplification import attempts_closed
 __all__ = [
     "BAD_ATTEMPT_RATE",
     "BAD_FAILURE",
+    "PODS_UP",
     "THEOREMS",
     "late_share_exponential",
+    "on_time_with_crashes",
 ]
 
 lam = sp.Symbol("lambda", positive=True)  # fresh requests per second
@@ -54,6 +57,24 @@ def late_share_exponential(wait: sp.Expr) -> sp.Expr:
     """``exp(-mu (T_c - w))``: served after the client gave up, for ``w < T_c``."""
     return sp.exp(-mu * (client_timeout - wait))
 
+
+crash = sp.Symbol("h", positive=True)  # crash rate of an up pod, per second
+pods = sp.Symbol("P", positive=True)  # pods
+restart = sp.Symbol("D", positive=True)  # restart delay, seconds
+remaining = sp.Symbol("r", positive=True)  # T_c - w > 0
+
+
+def on_time_with_crashes(wait: sp.Expr) -> sp.Expr:
+    """``g_h(w) = exp(-h w) mu/(mu + h) (1 - exp(-(mu + h)(T_c - w)))``, ``w < T_c``."""
+    return (
+        sp.exp(-crash * wait)
+        * mu
+        / (mu + crash)
+        * (1 - sp.exp(-(mu + crash) * (client_timeout - wait)))
+    )
+
+
+PODS_UP = pods / (1 + crash * restart)  # u: pods up in the crash-restart balance
 
 # The bad (saturated) equilibrium without a budget, for 0 <= omega < 1:
 BAD_FAILURE = (1 - goodput / lam) ** (1 / (retries + 1))  # p*
@@ -336,6 +357,70 @@ def _exponential_ordering() -> None:
     )
 
 
+# --- health checks that need the database ----------------------------------------
+
+
+@symbolic(
+    "an attempt that waited w is on time iff its pod survives the wait and its "
+    "Exp(mu) service ends before both the client's timeout and a crash: g_h(w) = "
+    "e^{-h w} int_0^{T_c - w} mu e^{-mu s} e^{-h s} ds = e^{-h w} mu/(mu + h) (1 - "
+    "e^{-(mu + h)(T_c - w)}); at h -> 0 it is 1 - exp(-mu (T_c - w))"
+)
+def _on_time_with_crashes() -> None:
+    s = sp.Symbol("s", positive=True)
+    wait_ = sp.Symbol("w", positive=True)
+    integral = sp.exp(-crash * wait_) * sp.integrate(
+        mu * sp.exp(-mu * s) * sp.exp(-crash * s), (s, 0, remaining)
+    )
+    closed = on_time_with_crashes(wait_).subs(client_timeout, wait_ + remaining)
+    show_equal(integral, closed, "g_h as the survival integral")
+    show_equal(
+        sp.limit(on_time_with_crashes(wait_), crash, 0),
+        1 - late_share_exponential(wait_),
+        "h -> 0: one minus the late share",
+    )
+
+
+@symbolic(
+    "g_h(w) decreases in w (dg_h/dw < 0 for w < T_c) and in h (the integrand "
+    "mu e^{-mu s} e^{-h (w + s)} decreases in h), so g_h <= g_0: crashes only make "
+    "attempts fail"
+)
+def _on_time_decreasing() -> None:
+    wait_ = sp.Symbol("w", positive=True)
+    slope = sp.diff(on_time_with_crashes(wait_), wait_)
+    show_positive(-slope.subs(client_timeout, wait_ + remaining), "-dg_h/dw > 0")
+    s = sp.Symbol("s", positive=True)
+    integrand = mu * sp.exp(-mu * s) * sp.exp(-crash * (wait_ + s))
+    show_positive(-sp.diff(integrand, crash), "integrand decreases in h")
+
+
+@symbolic(
+    "pods crash at h while up and are down D after each crash: in balance the "
+    "crashes u h equal the returns (P - u)/D, so u = P/(1 + h D), and restarts "
+    "send u h n_init init queries per second"
+)
+def _pods_balance() -> None:
+    show_zero(PODS_UP * crash - (pods - PODS_UP) / restart, "crashes = returns")
+
+
+@symbolic(
+    "beyond T_p the arrivals a(w) = pi lambda N(1 - pi g_h(w)) + I rise with w "
+    "(da/dw = pi^2 lambda N'(q) (-g_h'(w)) >= 0); with pi = 1 they jump up at T_p "
+    "(lambda N(1 - g_h) + I >= lambda N(1 - g_0): g_h <= g_0, N nondecreasing), so "
+    "the arrivals cross kappa at most once, at the boundary or at the jump"
+)
+def _arrivals_rising() -> None:
+    passing = sp.Symbol("pi", positive=True)
+    dn = sp.Symbol("dn", nonnegative=True)  # N'(q) >= 0
+    falling = sp.Symbol("g_prime", positive=True)  # -g_h'(w) > 0
+    slope = passing * lam * dn * passing * falling
+    show_nonnegative(slope, "da/dw >= 0")
+    gap = sp.Symbol("delta", nonnegative=True)  # N(1 - g_h) - N(1 - g_0) >= 0
+    init = sp.Symbol("I", nonnegative=True)
+    show_nonnegative(lam * gap + init, "the jump at T_p is upward")
+
+
 THEOREMS = (
     Theorem(
         key="fluid.saturated_wait",
@@ -442,5 +527,33 @@ THEOREMS = (
             "retrystorm.fluid.saturated_wait",
         ),
         checks=(_good, _timeout_ordering, _exponential_ordering),
+    ),
+    Theorem(
+        key="equilibria.health_checks",
+        title="health checks on the database: crashes beyond the probe timeout",
+        statement=(
+            "while the head-of-line wait exceeds the probe timeout T_p, pods crash at "
+            "h: u = P/(1 + h D) are up, I = u h n_init init queries per second "
+            "arrive, an attempt is on time with probability g_h(w) = e^{-h w} mu/(mu "
+            "+ h)(1 - e^{-(mu + h)(T_c - w)}) <= g_0(w), and the arrivals rise with w "
+            "on each side of T_p, jumping up at T_p when pi = min(1, u) = 1"
+        ),
+        assumptions=(
+            "each up pod crashes at the constant rate h (memoryless) while w > T_p",
+            "a crashed pod is down D seconds; the balancer spreads attempts evenly",
+            "the quasi-static reduction: every attempt waits about w",
+        ),
+        sources=("LiuWhitt2012", "SREBook2016cascading", "Sendcloud2025"),
+        used_by=(
+            "retrystorm.equilibria.on_time_share",
+            "retrystorm.equilibria.boundary_wait",
+            "retrystorm.equilibria.find_equilibria",
+        ),
+        checks=(
+            _on_time_with_crashes,
+            _on_time_decreasing,
+            _pods_balance,
+            _arrivals_rising,
+        ),
     ),
 )

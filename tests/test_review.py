@@ -1,0 +1,216 @@
+"""The review: verdicts, timeline, remedies, sensitivity and the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from retrystorm.cli import main
+from retrystorm.errors import InvalidParameterError
+from retrystorm.review import VERDICTS, count_replays, judge, review_scenario
+from retrystorm.scenario import default_scenario
+
+INCIDENT = default_scenario()
+
+
+@pytest.fixture(scope="module")
+def incident_review():
+    """The review of the embedded incident, with its remedies, once per module."""
+    return review_scenario(INCIDENT, sensitivity=False)
+
+
+def _quiet(scenario):
+    """A short scenario without events, for fast verdicts."""
+    return scenario.with_changes({"events": [], "scenario.horizon": 600.0})
+
+
+def test_incident_is_metastable_and_the_backlog_reaches_tens_of_thousands(
+    incident_review,
+) -> None:
+    """The postmortem: stuck after the 45 s lock, over 50,000 queued."""
+    assert incident_review.verdict == "metastable"
+    assert incident_review.recovery_time is None
+    assert incident_review.peak_queue > 10_000
+    assert incident_review.classification == "vulnerable"
+
+
+def test_incident_remedies_recover(incident_review) -> None:
+    """The 30 s proxy timeout and a concurrency cap each recover by themselves."""
+    outcomes = {v.name: v for v in incident_review.remedies}
+    for name in ("proxy-timeout-30s", "concurrency-cap", "all-remedies"):
+        assert outcomes[name].verdict in ("recovers", "stable"), name
+        assert outcomes[name].recovery_time is not None
+
+
+def test_cold_restart_recovers_the_incident(incident_review) -> None:
+    """Emptying everything at once brings the system back within minutes."""
+    trajectory = incident_review.trajectory
+    restart = INCIDENT.first_intervention
+    assert restart is not None
+    again = trajectory.recovery_time(after=restart, before=float(trajectory.time[-1]))
+    assert again is not None
+    assert again < 600.0
+
+
+def test_timeline_is_ordered_and_names_every_event(incident_review) -> None:
+    """Timeline entries come in time order and mention each event kind."""
+    times = [entry.time for entry in incident_review.timeline]
+    assert times == sorted(times)
+    text = " ".join(entry.text for entry in incident_review.timeline)
+    for kind in ("lock", "rollback", "cold restart"):
+        assert kind in text
+
+
+def test_no_trigger_below_capacity_is_stable() -> None:
+    """Without a trigger and with utilisation below one the verdict is stable."""
+    result = review_scenario(
+        _quiet(INCIDENT), remedies=False, sensitivity=False, limits=False
+    )
+    assert result.verdict == "stable"
+    assert result.recovery_time == 0.0
+
+
+def test_demand_above_capacity_is_overloaded() -> None:
+    """Demand above what the pool can serve has no good equilibrium."""
+    scenario = _quiet(INCIDENT).with_changes({"clients.request_rate": 400.0})
+    result = review_scenario(scenario, remedies=False, sensitivity=False, limits=False)
+    assert result.classification == "overloaded"
+    assert result.verdict == "overloaded"
+
+
+def test_judge_agrees_with_the_review(incident_review) -> None:
+    """`judge` on the review's own replay gives the review's verdict."""
+    verdict, recovery = judge(incident_review.trajectory, incident_review.equilibria)
+    assert verdict == incident_review.verdict
+    assert recovery == incident_review.recovery_time
+
+
+def test_sensitivity_varies_every_marked_assumption() -> None:
+    """One row per varied numeric assumption, at half and double its value."""
+    scenario = INCIDENT.with_changes({"scenario.horizon": 900.0})
+    result = review_scenario(scenario, remedies=False, limits=False)
+    fields = {row.field for row in result.sensitivity}
+    marked = {
+        a.field
+        for a in scenario.vary_assumptions
+        if isinstance(a.value, int | float) and not isinstance(a.value, bool)
+    }
+    assert fields == marked
+    whole = {
+        a.field
+        for a in scenario.vary_assumptions
+        if isinstance(a.value, int) and not isinstance(a.value, bool)
+    }
+    for row in result.sensitivity:
+        assert len(row.values) == 2
+        assert all(v in VERDICTS or v.startswith("invalid") for v in row.verdicts)
+        if row.field in whole:
+            assert all(float(v).is_integer() and v >= 1 for v in row.values)
+        else:
+            assert row.values == (row.base_value * 0.5, row.base_value * 2.0)
+
+
+def test_count_replays_matches_the_progress_calls() -> None:
+    """The progress callback is called once per replay that count_replays counts."""
+    scenario = INCIDENT.with_changes({"scenario.horizon": 600.0})
+    calls: list[str] = []
+    review_scenario(scenario, progress=calls.append)
+    assert len(calls) == count_replays(scenario)
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_factor_is_rejected(factor: float) -> None:
+    """Sensitivity factors must be finite and positive."""
+    with pytest.raises(InvalidParameterError, match="`factors`"):
+        review_scenario(INCIDENT, factors=(factor,))
+
+
+def test_review_json_has_the_documented_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`review --json` prints one object with verdict, recovery, peak, equilibria."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", "--json", "--no-sensitivity", "--no-remedies"])
+    assert exit_info.value.code == 0
+    payload = json.loads(capsys.readouterr().out)
+    for key in (
+        "verdict",
+        "recovery_time",
+        "peak_queue",
+        "classification",
+        "equilibria",
+        "limits",
+        "recommendations",
+    ):
+        assert key in payload
+    assert payload["verdict"] == "metastable"
+    assert payload["limits"]["queue_timeout_max"] < 120.0
+    assert any("proxy queueing timeout" in r for r in payload["recommendations"])
+
+
+def test_review_prints_the_limits_and_recommendations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`review` shows the design limits table and what to change."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", "--no-sensitivity", "--no-remedies"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "design limits" in out
+    assert "recommendations:" in out
+
+
+def test_review_without_limits_leaves_them_out() -> None:
+    """`limits=False` skips the limits: none in the result, none in its JSON."""
+    result = review_scenario(
+        _quiet(INCIDENT), remedies=False, sensitivity=False, limits=False
+    )
+    assert result.limits is None
+    assert result.to_dict()["limits"] is None
+    assert result.to_dict()["recommendations"] == []
+
+
+def test_review_plot_writes_a_png(tmp_path: Path, capsys) -> None:
+    """`--plot` writes a PNG file."""
+    target = tmp_path / "replay.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "review",
+                "--no-sensitivity",
+                "--no-remedies",
+                "--no-limits",
+                "--plot",
+                str(target),
+            ]
+        )
+    assert exit_info.value.code == 0
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "verdict" in capsys.readouterr().out
+
+
+def test_review_of_a_bad_file_is_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scenario mistake exits 2 with the field path, before any computation."""
+    bad = tmp_path / "bad.toml"
+    text = (Path(__file__).parents[1] / "model/retrystorm/scenarios").glob("*.toml")
+    source = next(p for p in text if p.name == "incident-2025-09-16.toml")
+    bad.write_text(
+        source.read_text().replace("pool_size = 100", "pool_size = -5"), "utf-8"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", str(bad)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "proxy.pool_size" in err
+    assert "Traceback" not in err
+
+
+def test_review_of_an_unknown_variant_is_an_error(capsys) -> None:
+    """An unknown variant name is reported with the known names."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", "--variant", "no-such-remedy"])
+    assert exit_info.value.code == 2
+    assert "proxy-timeout-30s" in capsys.readouterr().err
