@@ -26,6 +26,7 @@ import sympy as sp
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from retrystorm import equilibria, fluid
+from retrystorm import limits as design_limits
 from retrystorm.scenario import default_scenario
 
 from proofs import (
@@ -33,6 +34,7 @@ from proofs import (
     amplification,
     erlang_a,
     fluid_equilibria,
+    limits,
     mmc,
     mmcd,
     mmck,
@@ -98,6 +100,7 @@ def _write_up(theorem: Theorem) -> str:
         "retries": "amplification",
         "fluid": "fluid_equilibria",
         "equilibria": "fluid_equilibria",
+        "limits": "limits",
     }
     return (HERE / f"{names[module]}.md").read_text(encoding="utf-8")
 
@@ -763,12 +766,13 @@ def test_boundary_wait_is_the_zero_of_the_drift(
 
 
 def test_incident_equilibria_follow_the_theorems() -> None:
-    """The incident: lambda (R+1) > c mu with T_q > T_c gives a bad state x = 4"
-    " lambda, Q = x T_q."""
-    scenario = default_scenario()
+    """The incident with health checks on the database: lambda (R+1) > c mu with"
+    " T_q > T_c gives a bad state x = (R+1) lambda = 3 lambda, Q = (x + I) T_q,"
+    " its pods crash-looping on their health checks."""
+    scenario = default_scenario().variant("health-checks-query-db")
     report = equilibria.find_equilibria(scenario)
     bad = report.of_kind("bad")
-    clients, proxy = scenario.clients, scenario.proxy
+    clients, proxy, web = scenario.clients, scenario.proxy, scenario.web
     capacity = proxy.pool_size * fluid.saturated_service_rate(scenario)
     # equilibria.bad with omega = 1 (T_q = 120 s > T_c): x* = lambda (R + 1)
     assert clients.request_rate * (clients.max_retries + 1) > capacity
@@ -777,22 +781,110 @@ def test_incident_equilibria_follow_the_theorems() -> None:
     assert bad.attempt_rate == pytest.approx(
         clients.request_rate * (clients.max_retries + 1)
     )
-    # fluid.saturated_wait (Whitt 2006): a hard timeout holds x T_q in the queue
-    assert bad.queue == pytest.approx(bad.attempt_rate * proxy.queue_timeout)
+    # equilibria.health_checks: w = T_q exceeds the probe timeout, so pods crash at
+    # h = 1/crash_after: u = P/(1 + h D) up, I = u h n_init init queries per second
+    assert web.crash_after is not None
+    crash = 1.0 / web.crash_after
+    values = {
+        fluid_equilibria.pods: web.pods,
+        fluid_equilibria.crash: crash,
+        fluid_equilibria.restart: web.restart_delay,
+    }
+    pods_up = evaluate(fluid_equilibria.PODS_UP, values)
+    assert bad.pods_up == pytest.approx(pods_up, rel=RTOL)
+    init = pods_up * crash * web.init_queries
+    # fluid.saturated_wait (Whitt 2006): a hard timeout holds (x + I) T_q in the queue
+    arriving = bad.attempt_rate + init
+    assert bad.queue == pytest.approx(arriving * proxy.queue_timeout, rel=RTOL)
     # equilibria.stability: the attempt map is flat at omega = 1; the failure share
-    # of connection requests, 1 - c mu / x, stays below the crash threshold
+    # of connection requests, 1 - c mu / (x + I), stays below the crash threshold
     assert abs(bad.attempt_map_slope) < 1e-9
-    assert bad.connection_failure_share == pytest.approx(
-        1 - capacity / bad.attempt_rate
-    )
-    assert bad.pods_up == scenario.web.pods
+    assert bad.connection_failure_share == pytest.approx(1 - capacity / arriving)
+    assert bad.connection_failure_share < web.crash_failure_share
     assert bad.stable
+
+
+@SETTINGS
+@given(
+    wait=st.floats(min_value=0.0, max_value=200.0),
+    client=st.floats(min_value=0.1, max_value=200.0),
+    rate=service_rates,
+    crash=st.floats(min_value=1e-4, max_value=10.0),
+)
+def test_on_time_share_with_crashes_is_the_proved_expression(
+    wait: float, client: float, rate: float, crash: float
+) -> None:
+    """equilibria.on_time_share = e^{-h w} mu/(mu + h)(1 - e^{-(mu + h)(T_c - w)})"
+    " (equilibria.health_checks)."""
+    share = equilibria.on_time_share(wait, client, rate, crash_rate=crash)
+    if wait >= client:
+        assert share == 0.0
+        return
+    proved = fluid_equilibria.on_time_with_crashes(fluid_equilibria.queue_timeout)
+    values = {
+        fluid_equilibria.mu: rate,
+        fluid_equilibria.crash: crash,
+        fluid_equilibria.client_timeout: client,
+        fluid_equilibria.queue_timeout: wait if wait > 0 else 1e-300,
+    }
+    assert close(share, evaluate(proved, values), 1e-12)
+
+
+@SETTINGS
+@given(
+    client=st.floats(min_value=5.0, max_value=100.0),
+    scaled_rate=st.floats(min_value=0.05, max_value=5.0),
+    crash=st.floats(min_value=1e-3, max_value=0.5),
+    init=st.floats(min_value=0.0, max_value=20.0),
+)
+def test_boundary_wait_with_crashes_is_the_zero_of_the_proved_arrivals(
+    client: float, scaled_rate: float, crash: float, init: float
+) -> None:
+    """Beyond T_p the boundary solves lambda A(1 - g_h(w), R) + I = kappa with the"
+    " proved g_h (equilibria.health_checks); at a jump it is T_p itself."""
+    demand, capacity, count = 100.0, 200.0, 3
+    rate = scaled_rate / client * 10
+    probe = 0.1 * client
+    found = equilibria.boundary_wait(
+        demand,
+        capacity,
+        client,
+        rate,
+        count,
+        probe_timeout=probe,
+        crash_rate=crash,
+        init_rate=init,
+    )
+    assume(found is not None and found >= probe)
+    assert found is not None
+
+    def arrivals(at: float) -> float:
+        values = {
+            fluid_equilibria.mu: rate,
+            fluid_equilibria.crash: crash,
+            fluid_equilibria.client_timeout: client,
+            fluid_equilibria.queue_timeout: at,
+        }
+        on_time = evaluate(
+            fluid_equilibria.on_time_with_crashes(fluid_equilibria.queue_timeout),
+            values,
+        )
+        return demand * retrystorm.attempts_per_request(1.0 - on_time, count) + init
+
+    if found == probe:
+        assert arrivals(probe) >= capacity
+    else:
+        assert arrivals(found) == pytest.approx(capacity, rel=1e-9)
+        assert arrivals(probe) < capacity
 
 
 def test_short_proxy_timeout_leaves_only_the_good_equilibrium() -> None:
     """Timeout ordering: T_q = 30 s < T_c and lambda < c mu: lambda A(omega, R) < c"
-    " mu, one equilibrium."""
-    scenario = default_scenario().variant("proxy-timeout-30s")
+    " mu, one equilibrium (with health checks that do not crash pods)."""
+    # The theorem assumes no failure besides lateness; health checks on the
+    # database would crash pods at w = 30 s (equilibria.health_checks).
+    incident = default_scenario().with_changes({"web.probe_timeout": math.inf})
+    scenario = incident.variant("proxy-timeout-30s")
     clients = scenario.clients
     service = fluid.saturated_service_rate(scenario)
     capacity = scenario.proxy.pool_size * service
@@ -832,3 +924,144 @@ def test_attempt_map_slope_is_the_proved_derivative(
     proved = 1.0 - demand / served * (count + 1) * failure**count * (1.0 - failure)
     assert numeric == pytest.approx(proved, abs=1e-6)
     assert 0.0 <= proved < 1.0
+
+
+# --- the closed-form design limits (proofs/limits.py) ---------------------------------
+
+tolerances = st.floats(min_value=1e-9, max_value=0.5)
+
+
+def _away_from_whole(value: float) -> bool:
+    """Whether rounding cannot flip a floor or ceiling of ``value``."""
+    return abs(value - round(value)) > 1e-9 * max(1.0, abs(value))
+
+
+@SETTINGS
+@given(
+    client=st.floats(min_value=0.1, max_value=200.0),
+    rate=service_rates,
+    count=servers,
+    epsilon=tolerances,
+)
+def test_queue_timeout_and_limit_are_the_proved_expressions(
+    client: float, rate: float, count: int, epsilon: float
+) -> None:
+    """T_q* = T_c - log(1/eps)/mu and K* = floor(c mu T_q*) (limits.queue_timeout)."""
+    values = {limits.client_timeout: client, limits.mu: rate, limits.epsilon: epsilon}
+    quantile = evaluate(limits.SERVICE_QUANTILE, values)
+    assert close(design_limits.service_quantile(rate, epsilon), quantile, 1e-12)
+    proved = evaluate(limits.QUEUE_TIMEOUT_LIMIT, values)
+    timeout = design_limits.largest_queue_timeout(client, rate, epsilon)
+    if proved <= 1e-9 * client:
+        assert timeout is None or timeout <= 1e-9 * client
+        return
+    assert timeout is not None
+    assert close(timeout, proved, 1e-9)
+    real = evaluate(limits.QUEUE_LIMIT_REAL, {**values, limits.capacity: count * rate})
+    if _away_from_whole(real):
+        assert design_limits.largest_queue_limit(client, rate, count, epsilon) == (
+            math.floor(real)
+        )
+
+
+@SETTINGS
+@given(
+    demand=st.floats(min_value=0.1, max_value=1e3),
+    relative_capacity=st.floats(min_value=0.5, max_value=20.0),
+    init=st.floats(min_value=0.0, max_value=50.0),
+)
+def test_retry_limits_are_the_proved_expressions(
+    demand: float, relative_capacity: float, init: float
+) -> None:
+    """R* = ceil((kappa - I)/lambda) - 2 and b* = (kappa - I)/lambda - 1."""
+    capacity = demand * relative_capacity
+    values = {limits.lam: demand, limits.capacity: capacity, limits.init_rate: init}
+    real = evaluate(limits.RETRY_REAL, values)
+    retries = design_limits.largest_retry_count(demand, capacity, init)
+    if _away_from_whole(real):
+        expected = math.ceil(real) - 2
+        assert retries == (expected if expected >= 0 else None)
+    budget = design_limits.largest_retry_budget(demand, capacity, init)
+    proved = evaluate(limits.BUDGET_LIMIT, values)
+    if proved > 1e-9:
+        assert budget is not None
+        assert close(budget, proved, 1e-9)
+    elif proved < -1e-9:
+        assert budget is None
+
+
+@SETTINGS
+@given(
+    pods=st.integers(min_value=1, max_value=200),
+    queries=st.integers(min_value=1, max_value=20),
+    crash_after=st.floats(min_value=0.1, max_value=600.0),
+    delay=st.floats(min_value=0.01, max_value=600.0),
+)
+def test_restart_query_rate_is_the_proved_expression(
+    pods: int, queries: int, crash_after: float, delay: float
+) -> None:
+    """I = P n h/(1 + h D) at h = 1/crash_after (limits.retry_budget)."""
+    values = {
+        limits.pods: pods,
+        limits.queries: queries,
+        limits.crash_rate: 1.0 / crash_after,
+        limits.delay: delay,
+    }
+    proved = evaluate(limits.RESTART_RATE, values)
+    rate = design_limits.restart_query_rate(pods, queries, crash_after, delay)
+    assert close(rate, proved, 1e-12)
+
+
+@SETTINGS
+@given(
+    service=st.floats(min_value=1e-3, max_value=10.0),
+    alpha=st.floats(min_value=1e-6, max_value=0.99),
+    epsilon=tolerances,
+)
+def test_useful_pool_size_is_the_proved_root(
+    service: float, alpha: float, epsilon: float
+) -> None:
+    """c* = max(1, ceil(u*/alpha)), u* the positive root (limits.useful_connections)."""
+    values = {limits.alpha: alpha, limits.epsilon: epsilon}
+    threshold = evaluate(limits.USEFUL_ROOT, values) / alpha
+    size = design_limits.useful_pool_size(service, alpha, epsilon)
+    if _away_from_whole(threshold) and threshold < 2**52:
+        assert size == max(1, math.ceil(threshold))
+
+
+@SETTINGS
+@given(
+    count=servers,
+    rate=service_rates,
+    utilization=stable_utilizations,
+    time=st.floats(min_value=1e-3, max_value=50.0),
+)
+def test_response_time_tail_is_the_proved_expression(
+    count: int, rate: float, utilization: float, time: float
+) -> None:
+    """P(W + S > t) is the proved mixture of two exponentials (limits.response_time)."""
+    arrival = utilization * count * rate
+    queue = retrystorm.MMc(arrival_rate=arrival, service_rate=rate, servers=count)
+    gap = count * rate - arrival
+    assume(abs(gap - rate) > 1e-6 * rate)  # the gamma = mu case is tested below
+    values = {
+        limits.mu: rate,
+        limits.gamma: gap,
+        limits.waiting: queue.wait_probability,
+        limits.t: time / rate,
+    }
+    proved = evaluate(limits.RESPONSE_TAIL, values)
+    tail = design_limits.response_time_tail(queue, time / rate)
+    assert close(tail, proved, 1e-10)
+
+
+@SETTINGS
+@given(count=st.integers(min_value=2, max_value=40), time=st.floats(0.01, 30.0))
+def test_response_time_tail_at_equal_rates_is_the_proved_limit(
+    count: int, time: float
+) -> None:
+    """At c mu - lambda = mu the tail is (1 - C + C (1 + mu t)) e^{-mu t}."""
+    queue = retrystorm.MMc(arrival_rate=count - 1.0, service_rate=1.0, servers=count)
+    waiting = queue.wait_probability
+    proved = (1 - waiting + waiting * (1 + time)) * math.exp(-time)
+    assert close(design_limits.response_time_tail(queue, time), proved, 1e-12)

@@ -511,9 +511,8 @@ def test_a_30s_proxy_timeout_leaves_pods_crash_looping_on_their_health_checks() 
     probe timeout of health checks that query the database (the variant
     health-checks-query-db), so pods keep crashing and the retries of the attempts
     they kill sustain the backlog (health checks that remove capacity under load,
-    [SREBook2016cascading]). This is the mean field: with 20 discrete pods the
-    simulation leaves this shallow state by chance
-    (test_fluid_vs_simulation.test_discrete_pod_crashes_end_what_the_fluid_keeps)."""
+    [SREBook2016cascading]). The discrete simulation stays stuck too
+    (test_fluid_vs_simulation, case proxy-timeout-30s-health-checks)."""
     probed = default_scenario().variant("health-checks-query-db")
     run = replay(probed.with_changes({"proxy.queue_timeout": 30.0}))
     assert run.recovery_time() is None

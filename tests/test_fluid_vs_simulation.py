@@ -34,13 +34,14 @@ The pods are not scaled (a replica keeps the scenario's 20 pods), so the
 randomness of crashes and restarts, a binomial count over 20 pods, does not
 shrink with the scale: it widens the replications' half-widths, and the
 fluid's treatment of pods as a continuum is checked only on average. Where
-pods crash-loop (health checks on the database, in the incident's stuck
-state about 12 of 20 pods up, one crashing every 2.5 s), each crash fails a
-twelfth of the live attempts at once, and their retries arrive together: the
-stuck backlog of a replica swings by about 15 % around the fluid's level, at
-any scale. Near a boundary this discreteness decides the outcome, which the
-mean field cannot follow: `test_discrete_pod_crashes_end_what_the_fluid_keeps`
-shows the two cases of the incident where it does.
+pods crash-loop (health checks on the database, in the stuck state of the
+incident's variant health-checks-query-db about 12 of 20 pods up, one crashing
+every 2.5 s), each crash fails a twelfth of the live attempts at once, and
+their retries arrive together: the stuck backlog of a replica swings by about
+15 % around the fluid's level, at any scale. Near a boundary this discreteness
+decides the outcome, which the mean field cannot follow:
+`test_discrete_pod_crashes_end_what_the_fluid_keeps` shows the cases of the
+incident where it does.
 
 Verdicts must agree: the majority of the replications reaches the fluid's
 verdict. Scenarios near the boundary between recovering and staying stuck are
@@ -135,17 +136,25 @@ def case(name: str) -> Scenario:
         "pool-outage-stuck": lambda: simple_system(name, [long_outage]),
         "lock-health-checks": lambda: health_check_system(name),
         "surge": lambda: simple_system(name, [], profile=surge),
+        # The incident's remedies with health checks that query the database.
+        "proxy-timeout-30s-health-checks": lambda: incident.variant(
+            "health-checks-query-db"
+        ).with_changes({"proxy.queue_timeout": 30.0}),
+        "circuit-breaker-health-checks": lambda: incident.variant(
+            "circuit-breaker"
+        ).with_changes({"web.probe_timeout": 1.0}),
     }
     return builders[name]()
 
 
-# The two cases where discrete pod crashes end a stuck state that the fluid
+# The cases where the discrete simulation ends a stuck state that the fluid
 # model keeps (see the module docstring).
-ESCAPING = ("proxy-timeout-30s", "circuit-breaker")
+ESCAPING = ("circuit-breaker", "circuit-breaker-health-checks")
 
 CASES = [
     "incident",
     *(name for name in default_scenario().variant_names if name not in ESCAPING),
+    "proxy-timeout-30s-health-checks",
     "incident-lock-90s",
     "pool-outage-short-timeout",
     "pool-outage-stuck",
@@ -239,20 +248,21 @@ def test_the_gap_to_the_fluid_limit_shrinks_as_the_scale_grows() -> None:
 
 @pytest.mark.parametrize("name", ESCAPING)
 def test_discrete_pod_crashes_end_what_the_fluid_keeps(name: str) -> None:
-    """A known limit of the mean field: with 20 discrete pods crash-looping on
-    their health checks, the simulation leaves two bad states the fluid keeps.
+    """A known limit of the mean field: near the circuit breaker's threshold the
+    simulation leaves the bad state the fluid keeps.
 
-    The fluid treats the pods as a continuum: crashes fail live attempts at a
-    steady rate. In the simulation each crash of one of about 12 up pods fails
-    a twelfth of the live attempts at once, and their retries come together,
-    so the backlog and the 5 s failure share swing at any scale (the pods are
-    not scaled). With a 30 s proxy timeout the fluid's bad state is shallow
-    (9,100 queued against a critical backlog of 6,200) and the swings carry
-    replicas below the boundary; with the circuit breaker, the fluid's failure
-    share stays at 0.481 just under the 0.5 threshold while the simulated
-    share crosses it and the breaker opens. Decided: the review reports the
-    fluid's verdict; this test records where the simulation disagrees, so the
-    disagreement is seen if either model changes.
+    The fluid's failure share of connection requests stays at a steady level
+    just under the breaker's 0.5 threshold: 230/480 = 0.479, and 232/482 = 0.481
+    with 20 pods crash-looping on health checks that query the database. In the
+    simulation the 5 s failure share swings at any scale (the pods are not
+    scaled: a crash of one of about 12 up pods fails a twelfth of the live
+    attempts at once, and their retries come together), crosses the threshold,
+    and the breaker opens. Decided: the review reports the fluid's verdict; this
+    test records where the simulation disagrees, so the disagreement is seen if
+    either model changes. (With a 30 s proxy timeout and such health checks the
+    fluid's bad state, about 11,200 queued, lies three times above its critical
+    backlog of about 3,700, and the two models agree: the case
+    proxy-timeout-30s-health-checks.)
     """
     fluid = simulate_fluid(case(name))
     assert fluid_verdict(fluid) == "metastable"

@@ -635,11 +635,11 @@ def test_incident_lock_takes_down_every_product() -> None:
     """A lock on invoice fills the proxy in about a second: every product fails."""
     radius = blast_radius(default_graph(), "database.invoice", duration=45.0)
     assert [s.node for s in radius.saturated] == ["proxy"]
-    # By hand: 100 connections / (120/s * 0.6) = 1.39 s.
-    assert radius.saturated[0].time == pytest.approx(100.0 / 72.0, rel=RTOL)
+    # By hand: 100 connections / (160/s * 0.6) = 1.04 s.
+    assert radius.saturated[0].time == pytest.approx(100.0 / 96.0, rel=RTOL)
     assert len(radius.losses) == 7
     assert all(loss.share == 1.0 and loss.direct_share == 0.6 for loss in radius.losses)
-    assert radius.lost_rate == pytest.approx(120.0, rel=RTOL)
+    assert radius.lost_rate == pytest.approx(160.0, rel=RTOL)
 
 
 def test_findings_name_the_vulnerable_pool_and_the_violations() -> None:
@@ -952,7 +952,8 @@ def test_cli_graph_json_has_every_section(capsys: pytest.CaptureFixture[str]) ->
     assert status == 0
     assert payload["classification"] == "vulnerable"
     proxy = next(n for n in payload["nodes"] if n["name"] == "proxy")
-    assert proxy["nominal_utilization"] == pytest.approx(0.48, rel=RTOL)
+    # By hand: 160/s x 0.4 s / 100 connections = 0.64.
+    assert proxy["nominal_utilization"] == pytest.approx(0.64, rel=RTOL)
     assert {
         "violations",
         "blast_radii",

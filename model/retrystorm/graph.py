@@ -569,7 +569,7 @@ def default_graph() -> GraphSpec:
     --------
     >>> spec = default_graph()
     >>> sum(s.entry_rate for s in spec.services)
-    120.0
+    160.0
     """
     # scenario.py imports this module for its graph section: import it late.
     from retrystorm.scenario import default_scenario  # noqa: PLC0415

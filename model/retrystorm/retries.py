@@ -86,7 +86,8 @@ def _geometric_attempts(
     with np.errstate(divide="ignore", invalid="ignore"):
         numerator = -np.expm1(attempts * np.log1p(-q))
         ratio = numerator / q
-    return np.where(q == 0.0, attempts, ratio)
+    # The sum lies in [1, R + 1]; rounding may step an ulp outside, so clip.
+    return np.where(q == 0.0, attempts, np.clip(ratio, 1.0, attempts))
 
 
 @overload

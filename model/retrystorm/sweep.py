@@ -89,6 +89,7 @@ from retrystorm._sweep_plot import plot_sweep
 from retrystorm.erlang import erlang_b, erlang_c
 from retrystorm.erlang_a import ErlangA, _erlang_a_arrays
 from retrystorm.errors import InvalidParameterError, RetrystormError, ScenarioError
+from retrystorm.limits import LIMIT_NAMES, compute_limits
 from retrystorm.mmc import MMc, _mmc_arrays
 from retrystorm.mmcd import MMcD, _mmcd_arrays
 from retrystorm.mmck import MMcK, _mmck_arrays
@@ -1106,7 +1107,7 @@ _REVIEW_QUANTITIES = (
 
 def _review_quantities(scenario: Scenario, names: frozenset[str]) -> dict[str, Any]:
     """Review the scenario (no remedies, no sensitivity) and pick the numbers."""
-    review = review_scenario(scenario, remedies=False, sensitivity=False)
+    review = review_scenario(scenario, remedies=False, sensitivity=False, limits=False)
     values = {
         "verdict": review.verdict,
         "recovery_time": review.recovery_time,
@@ -1165,6 +1166,17 @@ def _pool_quantity_list() -> tuple[Quantity, ...]:
 
 register_provider(QuantityProvider("review", _REVIEW_QUANTITIES, _review_quantities))
 register_provider(QuantityProvider("pool", _pool_quantity_list(), _pool_quantities))
+register_provider(
+    fields_provider(
+        "limits",
+        compute_limits,
+        [
+            Quantity(name, f"design limit {name} (see retrystorm limits)")
+            for name in LIMIT_NAMES
+        ],
+        part="value",
+    )
+)
 
 _DEFAULT_SCENARIO_QUANTITIES = ("verdict", "recovery_time", "peak_queue")
 
