@@ -1,4 +1,4 @@
-"""retrystorm: will a short stall turn into a self-sustaining outage?
+"""Queueing models that say whether a short stall becomes a lasting outage.
 
 Queueing models of retries, timeouts and backpressure, for capacity planning
 and design reviews. Time is in seconds and rates are per second throughout.
@@ -6,6 +6,22 @@ and design reviews. Time is in seconds and rates are per second throughout.
 
 from __future__ import annotations
 
+from retrystorm.equilibria import (
+    Equilibrium,
+    EquilibriumReport,
+    bad_equilibrium_exists,
+    boundary_wait,
+    find_equilibria,
+    good_equilibrium_exists,
+    saturated_attempt_rate,
+)
+from retrystorm.erlang import (
+    erlang_b,
+    erlang_c,
+    offered_load_for_blocking,
+    servers_for_blocking,
+)
+from retrystorm.erlang_a import ErlangA, servers_for_abandonment
 from retrystorm.errors import (
     ConvergenceError,
     InvalidParameterError,
@@ -14,15 +30,121 @@ from retrystorm.errors import (
     StateSpaceTooLargeError,
     UnstableSystemError,
 )
+from retrystorm.fluid import FluidTrajectory, simulate_fluid
+from retrystorm.graph import (
+    GraphAnalysis,
+    GraphSpec,
+    ServiceGraph,
+    analyze_graph,
+    blast_radius,
+    default_graph,
+    find_cycles,
+    graph_from_file,
+    graph_from_scenario,
+    graph_to_dot,
+    load_graph,
+    node_loads,
+    plot_graph,
+    stacked_retries,
+    timeout_violations,
+)
+from retrystorm.graph_replay import GraphReplay, replay_graph
+from retrystorm.limits import Limit, Limits, compute_limits, survives_trigger
+from retrystorm.mmc import MMc
+from retrystorm.mmcd import MMcD
+from retrystorm.mmck import MMcK
+from retrystorm.retries import (
+    adaptive_throttle_probability,
+    attempts_per_request,
+    expected_layered_attempts,
+    layered_amplification,
+    retry_budget_amplification,
+)
+from retrystorm.review import Review, judge, review_scenario
+from retrystorm.scenario import (
+    Scenario,
+    default_scenario,
+    embedded_scenario_names,
+    load_scenario,
+    parse_scenario,
+)
+from retrystorm.simulation import (
+    Estimate,
+    ReplicationSummary,
+    SimulationTrajectory,
+    goodput_by_phase,
+    phase_windows,
+    replicate,
+    simulate_events,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceError",
+    "Equilibrium",
+    "EquilibriumReport",
+    "ErlangA",
+    "Estimate",
+    "FluidTrajectory",
+    "GraphAnalysis",
+    "GraphReplay",
+    "GraphSpec",
     "InvalidParameterError",
+    "Limit",
+    "Limits",
+    "MMc",
+    "MMcD",
+    "MMcK",
+    "ReplicationSummary",
     "RetrystormError",
+    "Review",
+    "Scenario",
     "ScenarioError",
+    "ServiceGraph",
+    "SimulationTrajectory",
     "StateSpaceTooLargeError",
     "UnstableSystemError",
     "__version__",
+    "adaptive_throttle_probability",
+    "analyze_graph",
+    "attempts_per_request",
+    "bad_equilibrium_exists",
+    "blast_radius",
+    "boundary_wait",
+    "compute_limits",
+    "default_graph",
+    "default_scenario",
+    "embedded_scenario_names",
+    "erlang_b",
+    "erlang_c",
+    "expected_layered_attempts",
+    "find_cycles",
+    "find_equilibria",
+    "good_equilibrium_exists",
+    "goodput_by_phase",
+    "graph_from_file",
+    "graph_from_scenario",
+    "graph_to_dot",
+    "judge",
+    "layered_amplification",
+    "load_graph",
+    "load_scenario",
+    "node_loads",
+    "offered_load_for_blocking",
+    "parse_scenario",
+    "phase_windows",
+    "plot_graph",
+    "replay_graph",
+    "replicate",
+    "retry_budget_amplification",
+    "review_scenario",
+    "saturated_attempt_rate",
+    "servers_for_abandonment",
+    "servers_for_blocking",
+    "simulate_events",
+    "simulate_fluid",
+    "stacked_retries",
+    "survives_trigger",
+    "timeout_violations",
 ]
