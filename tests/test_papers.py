@@ -90,10 +90,16 @@ def test_every_figure_the_paper_shows_is_written(fast_build: Path) -> None:
     drawn = sorted(f"figures/{p.name}" for p in (fast_build / "figures").glob("*.png"))
     assert shown
     assert sorted(shown) == drawn
+    # A section whose module is not shipped shows a labelled placeholder, which is
+    # a small image; every other figure is a drawn plot.
+    placeholders = set()
+    if "(`retrystorm.chain`) is not part of the library" in paper:
+        placeholders.add("figures/chain_vs_closed_forms.png")
     for name in shown:
         data = (fast_build / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE), name
-        assert len(data) > 10_000, name  # a drawn figure, not an empty canvas
+        if name not in placeholders:
+            assert len(data) > 10_000, name  # a drawn figure, not an empty canvas
 
 
 def test_the_incident_numbers_are_those_the_library_computes(

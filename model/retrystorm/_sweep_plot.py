@@ -118,7 +118,7 @@ def plot_sweep(
 
 def _unstable(column: pd.Series) -> pd.Series:
     """Return 1.0 where the boundary column says "not stable", else 0.0 (or NaN)."""
-    if column.dtype == object:
+    if not pd.api.types.is_numeric_dtype(column):  # text: object or string dtype
         return column.map(
             lambda v: float(v in _STUCK_VERDICTS) if v else math.nan
         ).astype(float)
@@ -145,7 +145,7 @@ def _line_panel(
     """Draw one quantity against one swept parameter."""
     order = np.argsort(x_values.to_numpy(dtype=float), kind="stable")
     x = x_values.to_numpy(dtype=float)[order]
-    if values.dtype == object:
+    if not pd.api.types.is_numeric_dtype(values):
         codes, categories = _codes(values)
         axis.plot(x, codes.to_numpy()[order], "o-", drawstyle="steps-mid")
         axis.set_yticks(range(len(categories)), categories)
@@ -204,7 +204,7 @@ def _heat_panel(
         )
         return grid
 
-    if values.dtype == object:
+    if not pd.api.types.is_numeric_dtype(values):
         codes, categories = _codes(values)
         mesh = axis.pcolormesh(
             x_edges,

@@ -251,7 +251,10 @@ def saturated_attempt_rate(
     successes = kappa * good
     if successes >= rate:
         unbudgeted = rate
-    elif good == 0.0:
+    elif successes / rate < 1e-200:
+        # The root is lambda (R + 1) (1 + O(s / lambda)): the limit is exact in
+        # double precision here, and the formula below would lose every digit
+        # once s / lambda is subnormal.
         unbudgeted = rate * (max_retries + 1)
     else:
         # 1 - (1 - s/lambda)**(1/(R+1)), accurate also for tiny s/lambda.
