@@ -20,6 +20,7 @@ __all__ = [
     "fluid_scenarios",
     "loads_per_server",
     "queue_rooms",
+    "retry_chains",
     "retry_counts",
     "servers",
     "service_dags",
@@ -242,3 +243,34 @@ def vulnerable_scenarios(draw: st.DrawFn) -> dict[str, Any]:
             }
         ],
     }
+
+
+# Markov chains (chain): small retry/timeout chains (at most a few thousand
+# states) with every feature switched on at random; a finite queue limit keeps
+# every draw stable whatever its load.
+@st.composite
+def retry_chains(draw: st.DrawFn) -> dict[str, Any]:
+    """Draw `retrystorm.RetryChain` parameters small enough to solve in ms."""
+    parameters: dict[str, Any] = {
+        "arrival_rate": draw(st.floats(min_value=0.1, max_value=6.0)),
+        "service_rate": draw(st.floats(min_value=0.2, max_value=3.0)),
+        "servers": draw(st.integers(min_value=1, max_value=3)),
+        "queue_limit": draw(st.integers(min_value=0, max_value=6)),
+    }
+    patience = draw(st.sampled_from(["none", "exponential", "timeout"]))
+    if patience == "exponential":
+        parameters["abandonment_rate"] = draw(st.floats(min_value=0.05, max_value=5.0))
+    if patience == "timeout":
+        parameters["timeout"] = draw(st.floats(min_value=0.2, max_value=10.0))
+        parameters["timeout_phases"] = draw(st.integers(min_value=1, max_value=2))
+    if patience != "none" and draw(st.booleans()):
+        parameters["cancel_abandoned"] = False
+        if draw(st.booleans()):
+            parameters["orphan_timeout"] = draw(
+                st.floats(min_value=0.1, max_value=10.0)
+            )
+    if draw(st.booleans()):
+        parameters["retry_rate"] = draw(st.floats(min_value=0.05, max_value=5.0))
+        parameters["retry_probability"] = draw(st.floats(min_value=0.0, max_value=1.0))
+        parameters["orbit_limit"] = draw(st.integers(min_value=1, max_value=6))
+    return parameters

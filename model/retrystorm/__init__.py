@@ -6,6 +6,16 @@ and design reviews. Time is in seconds and rates are per second throughout.
 
 from __future__ import annotations
 
+from retrystorm.chain import (
+    ChainState,
+    HittingTime,
+    PhaseApproximation,
+    Region,
+    RetryChain,
+    StationaryResult,
+    TransientResult,
+    chain_from_scenario,
+)
 from retrystorm.equilibria import (
     Equilibrium,
     EquilibriumReport,
@@ -81,6 +91,7 @@ from retrystorm.simulation import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChainState",
     "ConvergenceError",
     "Equilibrium",
     "EquilibriumReport",
@@ -90,13 +101,17 @@ __all__ = [
     "GraphAnalysis",
     "GraphReplay",
     "GraphSpec",
+    "HittingTime",
     "InvalidParameterError",
     "Limit",
     "Limits",
     "MMc",
     "MMcD",
     "MMcK",
+    "PhaseApproximation",
+    "Region",
     "ReplicationSummary",
+    "RetryChain",
     "RetrystormError",
     "Review",
     "Scenario",
@@ -104,6 +119,8 @@ __all__ = [
     "ServiceGraph",
     "SimulationTrajectory",
     "StateSpaceTooLargeError",
+    "StationaryResult",
+    "TransientResult",
     "UnstableSystemError",
     "__version__",
     "adaptive_throttle_probability",
@@ -112,6 +129,7 @@ __all__ = [
     "bad_equilibrium_exists",
     "blast_radius",
     "boundary_wait",
+    "chain_from_scenario",
     "compute_limits",
     "default_graph",
     "default_scenario",
