@@ -20,6 +20,7 @@ from scipy.optimize import brentq
 from scipy.special import gammaincc
 
 from retrystorm._birth_death import deviance, log_gamma_residual
+from retrystorm._search import smallest_whole
 from retrystorm._validation import check_fraction, check_integer, check_positive
 from retrystorm.errors import InvalidParameterError
 
@@ -450,14 +451,4 @@ def servers_for_blocking(offered_load: float, blocking: float) -> int:
     def meets(c: int) -> bool:
         return erlang_b(c, a) <= target
 
-    high = 1
-    while not meets(high):
-        high *= 2
-    low = high // 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        if meets(middle):
-            high = middle
-        else:
-            low = middle
-    return high
+    return smallest_whole(meets)

@@ -23,12 +23,9 @@ from retrystorm._birth_death import (
     log_poisson_term,
     quantile_from_tail,
 )
-from retrystorm._validation import (
-    check_fraction,
-    check_integer,
-    check_nonnegative,
-    check_positive,
-)
+from retrystorm._queue_model import QueueModel, float_arrays
+from retrystorm._search import smallest_whole
+from retrystorm._validation import check_fraction, check_nonnegative, check_positive
 from retrystorm.erlang import log_inverse_erlang_b
 
 __all__ = ["ErlangA", "servers_for_abandonment"]
@@ -216,11 +213,8 @@ def _erlang_a_state(
     abandonment_rate: ArrayLike,
 ) -> _ErlangAState:
     """Return ``log pi_c`` and the queue sums, from ``1 / B(c, a)`` and ``S``."""
-    lam, mu, c, theta = np.broadcast_arrays(
-        *(
-            np.asarray(v, dtype=float)
-            for v in (arrival_rate, service_rate, servers, abandonment_rate)
-        )
+    lam, mu, c, theta = float_arrays(
+        arrival_rate, service_rate, servers, abandonment_rate
     )
     gap = capacity_gap(c, mu, lam)
     log_s, log_t, log_d = _queue_sums(c * mu / theta, lam / theta, -gap / theta)
@@ -291,7 +285,7 @@ def _erlang_a_arrays(
 
 
 @dataclass(frozen=True, kw_only=True)
-class ErlangA:
+class ErlangA(QueueModel):
     """The Erlang-A (M/M/c+M) queue in steady state.
 
     Poisson arrivals, ``servers`` exponential servers, one first-come-
@@ -361,19 +355,12 @@ class ErlangA:
     0.704297
     """
 
-    arrival_rate: float
-    service_rate: float
-    servers: int
     abandonment_rate: float
 
+    _summary_fields = _SUMMARY_FIELDS
+
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "arrival_rate", check_positive("arrival_rate", self.arrival_rate)
-        )
-        object.__setattr__(
-            self, "service_rate", check_positive("service_rate", self.service_rate)
-        )
-        object.__setattr__(self, "servers", check_integer("servers", self.servers))
+        super().__post_init__()
         object.__setattr__(
             self,
             "abandonment_rate",
@@ -403,16 +390,6 @@ class ErlangA:
             self.abandonment_rate,
             self._kernel_state,
         )
-
-    @property
-    def offered_load(self) -> float:
-        """Offered load ``lambda / mu`` in erlangs."""
-        return float(self._quantities["offered_load"])
-
-    @property
-    def utilization(self) -> float:
-        """Offered utilisation ``lambda / (c mu)``, dimensionless (may exceed 1)."""
-        return float(self._quantities["utilization"])
 
     @property
     def wait_probability(self) -> float:
@@ -563,10 +540,6 @@ class ErlangA:
         scale = 1.0 / (self.servers * self.service_rate + self.abandonment_rate)
         return quantile_from_tail(self.wait_tail, level, scale)
 
-    def summary(self) -> dict[str, float]:
-        """Return every scalar quantity by property name."""
-        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}
-
 
 def servers_for_abandonment(
     *,
@@ -618,14 +591,4 @@ def servers_for_abandonment(
         )
         return model.abandonment_probability <= target
 
-    high = 1
-    while not meets(high):
-        high *= 2
-    low = high // 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        if meets(middle):
-            high = middle
-        else:
-            low = middle
-    return high
+    return smallest_whole(meets)

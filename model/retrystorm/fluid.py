@@ -118,11 +118,12 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from retrystorm._trajectory import SampledReplay
 from retrystorm._validation import check_nonnegative, check_positive
 from retrystorm.errors import InvalidParameterError
 from retrystorm.retries import attempts_per_request
@@ -239,6 +240,15 @@ def budgeted_attempts_per_request(
     -------
     float
         ``N_beta`` in [1, R + 1].
+
+    Notes
+    -----
+    The cap ``1 + beta`` is the bound of
+    `retrystorm.retries.retry_budget_amplification` (whose further cap
+    ``R + 1`` changes nothing here, as ``N(p) <= R + 1``). It is written out
+    rather than called because that function checks ``beta`` (a negative or
+    NaN budget raises there), while this one leaves ``beta`` to its callers
+    and runs inside the equilibria's solver loops.
 
     Examples
     --------
@@ -381,7 +391,7 @@ def is_good_state(
 
 
 @dataclass(frozen=True)
-class FluidTrajectory:
+class FluidTrajectory(SampledReplay):
     """A fluid replay sampled at the end of each step.
 
     Levels (requests or pods) are the state at ``time``; rates (per second)
@@ -482,6 +492,8 @@ class FluidTrajectory:
     cum_failed_requests: NDArray[np.float64]
     live: NDArray[np.float64]
 
+    _hold_slack: ClassVar[float] = _ROUNDING
+
     @property
     def events(self) -> tuple[Event, ...]:
         """The scenario's events."""
@@ -503,81 +515,6 @@ class FluidTrajectory:
         threshold = good_queue_threshold(self.scenario)
         return is_good_state(self.queue, self.goodput, self.fresh_rate, threshold)
 
-    @property
-    def peak_queue(self) -> float:
-        """The largest queue (requests)."""
-        return float(self.queue.max()) if len(self.queue) else 0.0
-
-    @property
-    def peak_time(self) -> float:
-        """The time of the largest queue (s)."""
-        return float(self.time[int(np.argmax(self.queue))]) if len(self.queue) else 0.0
-
-    @property
-    def conservation_residual(self) -> NDArray[np.float64]:
-        """Arrived minus (queued + held + completed + timed out + rejected + dropped).
-
-        Zero up to rounding: the connection-request balance.
-        """
-        accounted = (
-            self.queue
-            + self.in_service
-            + self.cum_completed
-            + self.cum_timed_out
-            + self.cum_rejected
-            + self.cum_dropped
-        )
-        return np.asarray(self.cum_offered - accounted)
-
-    @property
-    def request_residual(self) -> NDArray[np.float64]:
-        """Fresh requests minus (succeeded + failed + live + in the orbit)."""
-        accounted = (
-            self.cum_succeeded + self.cum_failed_requests + self.live + self.orbit
-        )
-        return np.asarray(self.cum_fresh - accounted)
-
-    def index_at(self, time: float) -> int:
-        """Return the index of the first sample at or after ``time`` (clipped)."""
-        index = int(np.searchsorted(self.time, time - _ROUNDING, side="left"))
-        return min(index, len(self.time) - 1)
-
-    def recovery_time(
-        self,
-        after: float | None = None,
-        before: float | None = None,
-        hold: float | None = None,
-    ) -> float | None:
-        """Return how long after ``after`` the system re-entered the good state.
-
-        The system recovers at the first sample at or after ``after`` (and
-        before ``before``) from which it stays good for ``hold`` seconds, or
-        until ``before``; when that is the first sample, it never left (0).
-
-        Parameters
-        ----------
-        after
-            Start of the search (s); default the end of the trigger, or 0.
-        before
-            The good state must be entered before this (s); default the first
-            intervention (cold restart), or the horizon.
-        hold
-            Seconds the good state must last; default ``2 * clients.timeout``.
-
-        Returns
-        -------
-        float or None
-            Seconds from ``after`` to the recovery (0 when the system is good
-            at ``after``), or None if it does not recover before ``before``.
-        """
-        start = after if after is not None else (self.scenario.trigger_end or 0.0)
-        moment = self.recovered_at(after=start, before=before, hold=hold)
-        if moment is None:
-            return None
-        if self.index_at(moment) == self.index_at(start):
-            return 0.0
-        return moment - start
-
     def recovered_at(
         self,
         after: float | None = None,
@@ -585,37 +522,8 @@ class FluidTrajectory:
         hold: float | None = None,
     ) -> float | None:
         """Return the time (s) of the sample at which `recovery_time` recovers."""
-        scenario = self.scenario
-        start = after if after is not None else (scenario.trigger_end or 0.0)
-        end = before if before is not None else scenario.first_intervention
-        end = min(end if end is not None else math.inf, float(self.time[-1]))
-        hold = hold if hold is not None else 2.0 * scenario.clients.timeout
-        good = self.is_good
-        first = self.index_at(start)
-        run_end = _good_run_ends(self.time, good)
-        candidates = (
-            good
-            & (run_end >= np.minimum(self.time + hold, end) - _ROUNDING)
-            & ((self.time < end) | (np.arange(len(self.time)) == first))
-        )
-        candidates[:first] = False
-        found = np.flatnonzero(candidates)
-        return float(self.time[found[0]]) if len(found) else None
-
-    def good_at(self, time: float) -> bool:
-        """Whether the system is in the good state at ``time``."""
-        return bool(self.is_good[self.index_at(time)])
-
-
-def _good_run_ends(time: NDArray[np.float64], good: NDArray[np.bool_]) -> NDArray[Any]:
-    """For each good sample, the time of the last sample of its run (else -inf)."""
-    index = np.arange(len(time))
-    # The last index of each run: the next bad index minus one, found by a
-    # reversed running minimum over the positions of bad samples.
-    bad_at = np.where(good, len(time), index)
-    next_bad = np.minimum.accumulate(bad_at[::-1])[::-1]
-    ends = time[np.clip(next_bad - 1, 0, len(time) - 1)]
-    return np.where(good, ends, -math.inf)
+        index = self._recovery_index(*self._recovery_window(after, before, hold))
+        return float(self.time[index]) if index is not None else None
 
 
 # -- the engine ----------------------------------------------------------------------

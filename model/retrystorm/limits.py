@@ -100,6 +100,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import brentq
 
+from retrystorm._search import smallest_whole
 from retrystorm._validation import (
     check_fraction,
     check_integer,
@@ -958,23 +959,10 @@ def _smallest_queue_limit(system: _System) -> int | None:
         return None  # blocking decreases to 1 - c mu / lambda as K grows
     if _blocking(system, 0) <= epsilon:
         return 0
-    high = 1
-    while _blocking(system, high) > epsilon:
-        high *= 2
-        if high > _SEARCH_CAP:
-            return None
-    low = high // 2  # blocks too much (or is 0, checked above)
-    while high - low > 1:  # blocking decreases in K
-        middle = (low + high) // 2
-        low, high = (
-            (low, middle)
-            if _blocking(system, middle) <= epsilon
-            else (
-                middle,
-                high,
-            )
-        )
-    return high
+    # Blocking decreases in K: the target holds from some K on.
+    return smallest_whole(
+        lambda room: _blocking(system, room) <= epsilon, cap=_SEARCH_CAP
+    )
 
 
 def _queue_limit_min(system: _System) -> Limit:
@@ -1200,21 +1188,9 @@ def _meets_wait(system: _System, servers: int, wait: float) -> bool:
 
 def _fewest_connections(system: _System, wait: float) -> int | None:
     """Smallest c meeting the wait target (doubling, then bisection), or None."""
-    if _meets_wait(system, 1, wait):
-        return 1
-    high = 2
-    while not _meets_wait(system, high, wait):
-        high *= 2
-        if high > _SEARCH_CAP:
-            return None
-    low = high // 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _meets_wait(system, middle, wait):
-            high = middle
-        else:
-            low = middle
-    return high
+    return smallest_whole(
+        lambda servers: _meets_wait(system, servers, wait), cap=_SEARCH_CAP
+    )
 
 
 def _min_connections(system: _System, wait: float) -> Limit:
@@ -1557,31 +1533,34 @@ def _fluid_assumption(what: str) -> str:
     )
 
 
-def _no_bad_state(name: str, unit: str, value: float, current: float | None) -> Limit:
+def _settled_by_equilibria(
+    replays: _Replays, name: str, unit: str, current: float | None, widest: float
+) -> Limit | None:
+    """Return the limit when the equilibria alone decide it, else None.
+
+    Without a good equilibrium no trigger can be survived (no value); without
+    a bad one every trigger is, up to ``widest``.
+    """
+    value: float | None
+    inside: bool | None
+    if replays.classification == "overloaded":
+        value, inside = None, False
+        reason = "no good state exists at this demand: the pool cannot carry it"
+    elif replays.classification == "stable":
+        value, inside = widest, True if current is not None else None
+        reason = (
+            "no self-sustaining bad equilibrium exists: the system returns to "
+            "the good state after any trigger"
+        )
+    else:
+        return None
     return Limit(
         name=name,
         value=value,
         current=current,
-        inside=True if current is not None else None,
+        inside=inside,
         unit=unit,
-        reason=(
-            "no self-sustaining bad equilibrium exists: the system returns to "
-            "the good state after any trigger"
-        ),
-        assumption="the equilibria of the fluid model without the trigger",
-        model="closed form from the equilibria (proofs: equilibria.bad)",
-        tolerance=0.0,
-    )
-
-
-def _overloaded(name: str, unit: str, current: float | None) -> Limit:
-    return Limit(
-        name=name,
-        value=None,
-        current=current,
-        inside=False,
-        unit=unit,
-        reason="no good state exists at this demand: the pool cannot carry it",
+        reason=reason,
         assumption="the equilibria of the fluid model without the trigger",
         model="closed form from the equilibria (proofs: equilibria.bad)",
         tolerance=0.0,
@@ -1592,10 +1571,11 @@ def _max_lock_duration(replays: _Replays, tolerance: float) -> Limit:
     scenario = replays.scenario
     lock = _first(scenario, "lock")
     current = float(lock.duration) if lock is not None else None
-    if replays.classification == "overloaded":
-        return _overloaded("max_lock_duration", "s", current)
-    if replays.classification == "stable":
-        return _no_bad_state("max_lock_duration", "s", math.inf, current)
+    settled = _settled_by_equilibria(
+        replays, "max_lock_duration", "s", current, math.inf
+    )
+    if settled is not None:
+        return settled
     trigger = _lock_trigger(scenario)
     cap = _window_end(scenario) - trigger["at"] - 2.0 * scenario.clients.timeout
 
@@ -1671,10 +1651,9 @@ def _max_capacity_drop(
         else None
     )
     name, unit = "max_capacity_drop", "share of the pool"
-    if replays.classification == "overloaded":
-        return _overloaded(name, unit, current)
-    if replays.classification == "stable":
-        return _no_bad_state(name, unit, 1.0, current)
+    settled = _settled_by_equilibria(replays, name, unit, current, 1.0)
+    if settled is not None:
+        return settled
 
     def passes(depth: float) -> bool:
         changed = _with_trigger(scenario, {**trigger, "fraction": 1.0 - depth})

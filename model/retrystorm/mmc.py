@@ -14,11 +14,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from retrystorm._birth_death import FloatArray, capacity_gap, log_poisson_term
+from retrystorm._queue_model import QueueModel, float_arrays
 from retrystorm._validation import (
     check_fraction,
     check_integer,
     check_nonnegative,
-    check_positive,
 )
 from retrystorm.erlang import log_erlang_c
 from retrystorm.errors import UnstableSystemError
@@ -45,11 +45,7 @@ def _mmc_core(
     divided by ``mu`` for the load gap ``c - a`` of Erlang C, so results keep
     about 13 correct digits up to ``rho = 1 - 1e-9``.
     """
-    lam, mu, c = np.broadcast_arrays(
-        np.asarray(arrival_rate, dtype=float),
-        np.asarray(service_rate, dtype=float),
-        np.asarray(servers, dtype=float),
-    )
+    lam, mu, c = float_arrays(arrival_rate, service_rate, servers)
     gap = capacity_gap(c, mu, lam)
     return gap, log_erlang_c(c, lam / mu, gap / mu)
 
@@ -98,7 +94,7 @@ def _mmc_arrays(
 
 
 @dataclass(frozen=True, kw_only=True)
-class MMc:
+class MMc(QueueModel):
     """The M/M/c queue in steady state.
 
     Requests arrive as a Poisson process, wait in one first-come-first-served
@@ -150,28 +146,7 @@ class MMc:
     1.0
     """
 
-    arrival_rate: float
-    service_rate: float
-    servers: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "arrival_rate", check_positive("arrival_rate", self.arrival_rate)
-        )
-        object.__setattr__(
-            self, "service_rate", check_positive("service_rate", self.service_rate)
-        )
-        object.__setattr__(self, "servers", check_integer("servers", self.servers))
-
-    @property
-    def offered_load(self) -> float:
-        """Offered load ``lambda / mu`` in erlangs (mean number of busy servers)."""
-        return float(self._quantities["offered_load"])
-
-    @property
-    def utilization(self) -> float:
-        """Offered utilisation ``lambda / (c mu)``, dimensionless."""
-        return float(self._quantities["utilization"])
+    _summary_fields = _SUMMARY_FIELDS
 
     @cached_property
     def _core(self) -> tuple[float, float]:
@@ -313,4 +288,4 @@ class MMc:
 
         Quantities that do not exist (``rho >= 1``) are reported as ``inf``.
         """
-        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}
+        return super().summary()

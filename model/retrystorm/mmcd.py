@@ -21,12 +21,8 @@ from retrystorm._birth_death import (
     log_h2,
     quantile_from_tail,
 )
-from retrystorm._validation import (
-    check_fraction,
-    check_integer,
-    check_nonnegative,
-    check_positive,
-)
+from retrystorm._queue_model import QueueModel, float_arrays
+from retrystorm._validation import check_fraction, check_nonnegative, check_positive
 from retrystorm.erlang import log_inverse_erlang_b
 
 __all__ = ["MMcD"]
@@ -87,12 +83,7 @@ def _mmcd_state(
     timeout: ArrayLike,
 ) -> _MMcDState:
     """Return ``beta`` and ``log pi_(c-1)`` from the normalisation of ``V``."""
-    lam, mu, c, top = np.broadcast_arrays(
-        *(
-            np.asarray(v, dtype=float)
-            for v in (arrival_rate, service_rate, servers, timeout)
-        )
-    )
+    lam, mu, c, top = float_arrays(arrival_rate, service_rate, servers, timeout)
     beta = capacity_gap(c, mu, lam)
     log_idle = _log_inverse_b(c - 1.0, mu, lam)
     log_mass = np.log(lam) + _log_waiting_integral(beta, top, c * mu, 0.0)
@@ -165,7 +156,7 @@ def _mmcd_arrays(
 
 
 @dataclass(frozen=True, kw_only=True)
-class MMcD:
+class MMcD(QueueModel):
     """The M/M/c+D queue in steady state: a queue with a hard waiting timeout.
 
     Poisson arrivals, ``servers`` exponential servers, one first-come-
@@ -234,19 +225,12 @@ class MMcD:
     2.297
     """
 
-    arrival_rate: float
-    service_rate: float
-    servers: int
     timeout: float
 
+    _summary_fields = _SUMMARY_FIELDS
+
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "arrival_rate", check_positive("arrival_rate", self.arrival_rate)
-        )
-        object.__setattr__(
-            self, "service_rate", check_positive("service_rate", self.service_rate)
-        )
-        object.__setattr__(self, "servers", check_integer("servers", self.servers))
+        super().__post_init__()
         object.__setattr__(self, "timeout", check_positive("timeout", self.timeout))
 
     @cached_property
@@ -266,16 +250,6 @@ class MMcD:
             self.timeout,
             self._state,
         )
-
-    @property
-    def offered_load(self) -> float:
-        """Offered load ``lambda / mu`` in erlangs."""
-        return float(self._quantities["offered_load"])
-
-    @property
-    def utilization(self) -> float:
-        """Offered utilisation ``lambda / (c mu)``, dimensionless (may exceed 1)."""
-        return float(self._quantities["utilization"])
 
     @property
     def wait_probability(self) -> float:
@@ -368,7 +342,3 @@ class MMcD:
         level = check_fraction("q", q)
         scale = min(self.timeout, 1.0 / (self.servers * self.service_rate))
         return quantile_from_tail(self.wait_tail, level, scale, upper=self.timeout)
-
-    def summary(self) -> dict[str, float]:
-        """Return every scalar quantity by property name."""
-        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}

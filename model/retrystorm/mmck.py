@@ -23,11 +23,11 @@ from retrystorm._birth_death import (
     quantile_from_tail,
     truncated_geometric_mean,
 )
+from retrystorm._queue_model import QueueModel, float_arrays
 from retrystorm._validation import (
     check_fraction,
     check_integer,
     check_nonnegative,
-    check_positive,
 )
 from retrystorm.erlang import log_inverse_erlang_b
 from retrystorm.errors import InvalidParameterError
@@ -89,12 +89,7 @@ def _mmck_state(
     capacity: ArrayLike,
 ) -> _MMcKState:
     """Return the normalised logs of the M/M/c/K law, elementwise."""
-    lam, mu, c, top = np.broadcast_arrays(
-        *(
-            np.asarray(v, dtype=float)
-            for v in (arrival_rate, service_rate, servers, capacity)
-        )
-    )
+    lam, mu, c, top = float_arrays(arrival_rate, service_rate, servers, capacity)
     room = top - c
     c_mu = c * mu
 
@@ -173,7 +168,7 @@ def _mmck_arrays(
 
 
 @dataclass(frozen=True, kw_only=True)
-class MMcK:
+class MMcK(QueueModel):
     """The M/M/c/K queue in steady state: at most ``capacity`` requests inside.
 
     Poisson arrivals, ``servers`` exponential servers and room for
@@ -231,24 +226,18 @@ class MMcK:
     35.3229
     """
 
-    arrival_rate: float
-    service_rate: float
-    servers: int
     capacity: int
 
+    _summary_fields = _SUMMARY_FIELDS
+
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "arrival_rate", check_positive("arrival_rate", self.arrival_rate)
-        )
-        object.__setattr__(
-            self, "service_rate", check_positive("service_rate", self.service_rate)
-        )
-        servers = check_integer("servers", self.servers)
-        object.__setattr__(self, "servers", servers)
+        super().__post_init__()
         capacity = check_integer("capacity", self.capacity)
-        if capacity < servers:
+        if capacity < self.servers:
             raise InvalidParameterError(
-                "capacity", f"must be at least `servers` ({servers})", self.capacity
+                "capacity",
+                f"must be at least `servers` ({self.servers})",
+                self.capacity,
             )
         object.__setattr__(self, "capacity", capacity)
 
@@ -265,16 +254,6 @@ class MMcK:
         return _mmck_quantities(
             self.arrival_rate, self.service_rate, self.servers, self._state
         )
-
-    @property
-    def offered_load(self) -> float:
-        """Offered load ``lambda / mu`` in erlangs."""
-        return float(self._quantities["offered_load"])
-
-    @property
-    def utilization(self) -> float:
-        """Offered utilisation ``lambda / (c mu)``, dimensionless (may exceed 1)."""
-        return float(self._quantities["utilization"])
 
     @property
     def blocking_probability(self) -> float:
@@ -384,7 +363,3 @@ class MMcK:
         level = check_fraction("q", q)
         scale = (self.capacity - self.servers + 1) / (self.servers * self.service_rate)
         return quantile_from_tail(self.wait_tail, level, scale)
-
-    def summary(self) -> dict[str, float]:
-        """Return every scalar quantity by property name."""
-        return {name: float(self._quantities[name]) for name in _SUMMARY_FIELDS}

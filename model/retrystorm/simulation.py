@@ -102,6 +102,7 @@ import simpy
 from numpy.typing import NDArray
 from scipy import stats
 
+from retrystorm._trajectory import SampledReplay
 from retrystorm._validation import check_integer, check_positive
 from retrystorm.errors import InvalidParameterError
 from retrystorm.fluid import FAILURE_WINDOW, GOODPUT_TOLERANCE, good_queue_threshold
@@ -159,7 +160,7 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class SimulationTrajectory:
+class SimulationTrajectory(SampledReplay):
     """One simulated replay, sampled at the end of each sample interval.
 
     The fields mirror `retrystorm.fluid.FluidTrajectory`. Levels are the state
@@ -317,81 +318,6 @@ class SimulationTrajectory:
         ended = lost + self.goodput * width
         few_lost = lost <= GOODPUT_TOLERANCE * ended + _ROUNDING
         return np.asarray((self.queue <= self.queue_threshold) & few_lost)
-
-    @property
-    def peak_queue(self) -> float:
-        """The largest queue (requests)."""
-        return float(self.queue.max())
-
-    @property
-    def peak_time(self) -> float:
-        """The time of the largest queue (s)."""
-        return float(self.time[int(np.argmax(self.queue))])
-
-    @property
-    def conservation_residual(self) -> NDArray[np.float64]:
-        """Arrived minus (queued, held, completed, timed out, rejected, dropped)."""
-        accounted = (
-            self.queue
-            + self.in_service
-            + self.cum_completed
-            + self.cum_timed_out
-            + self.cum_rejected
-            + self.cum_dropped
-        )
-        return np.asarray(self.cum_offered - accounted)
-
-    @property
-    def request_residual(self) -> NDArray[np.float64]:
-        """Fresh requests minus (succeeded + failed + live + in the orbit)."""
-        accounted = (
-            self.cum_succeeded + self.cum_failed_requests + self.live + self.orbit
-        )
-        return np.asarray(self.cum_fresh - accounted)
-
-    def index_at(self, time: float) -> int:
-        """Return the index of the first sample at or after ``time`` (clipped)."""
-        index = int(np.searchsorted(self.time, time - _ROUNDING, side="left"))
-        return min(index, len(self.time) - 1)
-
-    def good_at(self, time: float) -> bool:
-        """Whether the system is in the good state at ``time``."""
-        return bool(self.is_good[self.index_at(time)])
-
-    def recovery_time(
-        self,
-        after: float | None = None,
-        before: float | None = None,
-        hold: float | None = None,
-    ) -> float | None:
-        """Return how long after ``after`` the system re-entered the good state.
-
-        The same rule as `retrystorm.fluid.FluidTrajectory.recovery_time`: the
-        first sample at or after ``after`` (and before ``before``) from which
-        the system stays good for ``hold`` seconds, or until ``before``.
-
-        Parameters
-        ----------
-        after
-            Start of the search (s); default the end of the trigger, or 0.
-        before
-            The good state must be entered before this (s); default the first
-            intervention (cold restart), or the end of the replay.
-        hold
-            Seconds the good state must last; default ``2 * clients.timeout``.
-
-        Returns
-        -------
-        float or None
-            Seconds from ``after`` to the recovery (0 if good at ``after``), or
-            None if it does not recover before ``before``.
-        """
-        scenario = self.scenario
-        start = after if after is not None else (scenario.trigger_end or 0.0)
-        end = before if before is not None else scenario.first_intervention
-        end = min(end if end is not None else math.inf, float(self.time[-1]))
-        hold = hold if hold is not None else 2.0 * scenario.clients.timeout
-        return _recovery(self.time, self.is_good, start, end, hold)
 
     @property
     def verdict(self) -> str:
@@ -1588,38 +1514,6 @@ def _trajectory(
         cum_budget_denied=column["budget_denied"],
         cum_crashes=column["crashes"],
     )
-
-
-def _recovery(
-    time: NDArray[np.float64],
-    good: NDArray[np.bool_],
-    start: float,
-    end: float,
-    hold: float,
-) -> float | None:
-    """Return the recovery time: the first good sample whose run lasts ``hold``.
-
-    The run must last until ``min(t + hold, end)``; the sample must come
-    before ``end`` unless it is the first one searched.
-    """
-    first = min(
-        int(np.searchsorted(time, start - _ROUNDING, side="left")), len(time) - 1
-    )
-    # run_end[i]: the time of the last good sample of the run through i.
-    run_end = np.full(len(time), -math.inf)
-    last = float(time[-1])
-    for index in range(len(time) - 1, -1, -1):
-        if good[index]:
-            run_end[index] = last
-        else:
-            last = float(time[index - 1]) if index else 0.0
-    for index in range(first, len(time)):
-        moment = float(time[index])
-        if moment >= end and index > first:
-            return None
-        if good[index] and run_end[index] >= min(moment + hold, end):
-            return max(0.0, moment - start) if index > first else 0.0
-    return None
 
 
 def _peak_before(run: SimulationTrajectory, moment: float | None) -> float:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Protocol
 import typer
 from rich.table import Table
 
+from retrystorm._queue_model import QueueModel
 from retrystorm.cli._common import app, console, emit_json, error_console, fail
 from retrystorm.erlang_a import ErlangA
 from retrystorm.mmc import MMc
@@ -85,31 +86,58 @@ def _required(option: str, value: float | None) -> Any:
     return value
 
 
+def _option(option: str, metavar: str, help_text: str) -> Any:
+    """Return a numeric option without a default, read by `_number`."""
+    return typer.Option(
+        parser=_number(option), metavar=metavar, help=help_text, show_default=False
+    )
+
+
 ArrivalRate = Annotated[
     float | None,
-    typer.Option(
-        parser=_number("arrival_rate"),
-        metavar="PER_S",
-        help="Poisson arrival rate, requests per second (required).",
-        show_default=False,
+    _option(
+        "arrival_rate", "PER_S", "Poisson arrival rate, requests per second (required)."
     ),
 ]
 ServiceRate = Annotated[
     float | None,
-    typer.Option(
-        parser=_number("service_rate"),
-        metavar="PER_S",
-        help="Service rate of one server, requests per second (required).",
-        show_default=False,
+    _option(
+        "service_rate",
+        "PER_S",
+        "Service rate of one server, requests per second (required).",
     ),
 ]
 Servers = Annotated[
     float | None,
-    typer.Option(
-        parser=_number("servers"),
-        metavar="COUNT",
-        help="Number of servers (connections, workers), a positive integer (required).",
-        show_default=False,
+    _option(
+        "servers",
+        "COUNT",
+        "Number of servers (connections, workers), a positive integer (required).",
+    ),
+]
+Capacity = Annotated[
+    float | None,
+    _option(
+        "capacity",
+        "COUNT",
+        "Most requests in the system, waiting plus in service (required, >= servers).",
+    ),
+]
+AbandonmentRate = Annotated[
+    float | None,
+    _option(
+        "abandonment_rate",
+        "PER_S",
+        "Rate at which one waiting request gives up, per second: "
+        "1 / mean patience (required).",
+    ),
+]
+Timeout = Annotated[
+    float | None,
+    _option(
+        "timeout",
+        "SECONDS",
+        "Every waiting request gives up after exactly this long, seconds (required).",
     ),
 ]
 JsonOutput = Annotated[
@@ -142,6 +170,14 @@ def _report(model: _Model, title: str, json_output: bool) -> None:
         console.print(f"note: {note}", highlight=False)
 
 
+def _title(kind: str, model: QueueModel, extra: str = "") -> str:
+    """Return a table title: the model's kind, its rates and servers, ``extra``."""
+    return (
+        f"{kind}  λ = {model.arrival_rate:g}/s, μ = {model.service_rate:g}/s, "
+        f"c = {model.servers}{extra}"
+    )
+
+
 def _rates(
     arrival_rate: float | None, service_rate: float | None, servers: float | None
 ) -> dict[str, Any]:
@@ -165,11 +201,7 @@ def mmc(
     Example: retrystorm queue mmc --arrival-rate 120 --service-rate 2.5 --servers 100
     """
     model = MMc(**_rates(arrival_rate, service_rate, servers))
-    title = (
-        f"M/M/c  λ = {model.arrival_rate:g}/s, μ = {model.service_rate:g}/s, "
-        f"c = {model.servers}"
-    )
-    _report(model, title, json_output)
+    _report(model, _title("M/M/c", model), json_output)
 
 
 @queue_app.command()
@@ -177,16 +209,7 @@ def mmck(
     arrival_rate: ArrivalRate = None,
     service_rate: ServiceRate = None,
     servers: Servers = None,
-    capacity: Annotated[
-        float | None,
-        typer.Option(
-            parser=_number("capacity"),
-            metavar="COUNT",
-            help="Most requests in the system, waiting plus in service "
-            "(required, >= servers).",
-            show_default=False,
-        ),
-    ] = None,
+    capacity: Capacity = None,
     json_output: JsonOutput = False,
 ) -> None:
     """M/M/c/K: a queue cap; arrivals that find it full are refused.
@@ -198,11 +221,8 @@ def mmck(
         **_rates(arrival_rate, service_rate, servers),
         capacity=_required("capacity", capacity),
     )
-    title = (
-        f"M/M/c/K  λ = {model.arrival_rate:g}/s, μ = {model.service_rate:g}/s, "
-        f"c = {model.servers}, K = {model.capacity}  (waits are of admitted requests)"
-    )
-    _report(model, title, json_output)
+    extra = f", K = {model.capacity}  (waits are of admitted requests)"
+    _report(model, _title("M/M/c/K", model, extra), json_output)
 
 
 @queue_app.command("erlang-a")
@@ -210,16 +230,7 @@ def erlang_a(
     arrival_rate: ArrivalRate = None,
     service_rate: ServiceRate = None,
     servers: Servers = None,
-    abandonment_rate: Annotated[
-        float | None,
-        typer.Option(
-            parser=_number("abandonment_rate"),
-            metavar="PER_S",
-            help="Rate at which one waiting request gives up, per second: "
-            "1 / mean patience (required).",
-            show_default=False,
-        ),
-    ] = None,
+    abandonment_rate: AbandonmentRate = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Erlang-A (M/M/c+M): waiting requests give up after an exponential patience.
@@ -231,12 +242,8 @@ def erlang_a(
         **_rates(arrival_rate, service_rate, servers),
         abandonment_rate=_required("abandonment_rate", abandonment_rate),
     )
-    title = (
-        f"Erlang-A  λ = {model.arrival_rate:g}/s, μ = {model.service_rate:g}/s, "
-        f"c = {model.servers}, θ = {model.abandonment_rate:g}/s  "
-        "(waits over all arrivals)"
-    )
-    _report(model, title, json_output)
+    extra = f", θ = {model.abandonment_rate:g}/s  (waits over all arrivals)"
+    _report(model, _title("Erlang-A", model, extra), json_output)
 
 
 @queue_app.command()
@@ -244,16 +251,7 @@ def mmcd(
     arrival_rate: ArrivalRate = None,
     service_rate: ServiceRate = None,
     servers: Servers = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            parser=_number("timeout"),
-            metavar="SECONDS",
-            help="Every waiting request gives up after exactly this long, "
-            "seconds (required).",
-            show_default=False,
-        ),
-    ] = None,
+    timeout: Timeout = None,
     json_output: JsonOutput = False,
 ) -> None:
     """M/M/c+D: a hard queueing timeout, like a connection proxy's.
@@ -265,8 +263,5 @@ def mmcd(
         **_rates(arrival_rate, service_rate, servers),
         timeout=_required("timeout", timeout),
     )
-    title = (
-        f"M/M/c+D  λ = {model.arrival_rate:g}/s, μ = {model.service_rate:g}/s, "
-        f"c = {model.servers}, T = {model.timeout:g} s  (waits over all arrivals)"
-    )
-    _report(model, title, json_output)
+    extra = f", T = {model.timeout:g} s  (waits over all arrivals)"
+    _report(model, _title("M/M/c+D", model, extra), json_output)
