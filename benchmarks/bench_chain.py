@@ -23,11 +23,8 @@ versions and ratios are printed and written to ``benchmarks/results/chain.json``
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -35,34 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_erlang import machine
 from retrystorm import RetryChain
 
 RESULTS = Path(__file__).resolve().parent / "results" / "chain.json"
-
-
-def machine() -> dict[str, Any]:
-    """Describe the machine and the library versions."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for package in ("retrystorm", "numpy", "scipy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return {
-        "load_average_1_5_15_min": list(os.getloadavg()),
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-    }
 
 
 def timed(run: Callable[[], Any]) -> tuple[Any, float, float]:

@@ -20,6 +20,7 @@ imported or run is reported as unavailable with the reason, never timed.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.metadata
 import json
 import os
@@ -51,6 +52,7 @@ def machine() -> dict[str, object]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
         "load_average_1_5_15_min": list(os.getloadavg()),
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),

@@ -85,10 +85,15 @@ def random_graph(
     # from anywhere to anywhere earlier, which tie most services into one
     # strongly connected component.
     ordered = sorted(pairs)
+    backs: set[tuple[int, int]] = set()
     for pick in rng.choice(len(ordered), size=back_calls, replace=False):
         caller, callee = ordered[int(pick)][::-1]
         if giant:
             callee = int(rng.integers(0, caller))
+        if (caller, callee) in backs:
+            # One call per pair: a repeated draw is merged away.
+            continue
+        backs.add((caller, callee))
         edges.append(
             {"caller": f"s{caller}", "callee": f"s{callee}", "calls_per_request": 0.01}
         )

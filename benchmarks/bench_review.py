@@ -5,8 +5,8 @@ Run: ``python benchmarks/bench_review.py [--replications 8] [--accuracy 0.02]``.
 retrystorm's review answers from the deterministic fluid model: one replay,
 the equilibria and a verdict (`retrystorm.review.review_scenario`, without
 remedies or sensitivity). The alternative is the discrete-event simulation of
-the same scenario at full size (`retrystorm.simulation.replicate`, scale 1:
-100 connections, 120 requests per second), which needs independent
+the same scenario at full size (`retrystorm.simulation.replicate`, scale 1,
+with the scenario's own pool and request rate), which needs independent
 replications for an answer with a confidence interval.
 
 Accuracy target. The simulation's replications are run until the 95 %
@@ -87,7 +87,9 @@ def main() -> None:
     gap = summary.peak_queue.mean / peak - 1.0
     verdicts = ", ".join(f"{n} {v}" for v, n in summary.verdicts.items() if n)
     comparison = {
-        "task": "review of the incident (3,000 s, 100 connections, 120 requests/s)",
+        "task": f"review of the incident ({incident.scenario.horizon:,.0f} s, "
+        f"{incident.proxy.pool_size} connections, "
+        f"{incident.clients.request_rate:g} requests/s)",
         "retrystorm": "review_scenario: fluid replay, equilibria, verdict",
         "retrystorm_seconds": ours,
         "alternative": "discrete-event simulation (SimPy), full size, "

@@ -8,15 +8,15 @@ without a contender: ``task``, ``seconds``, ``note``) rows of a second table;
 ``erlang.json`` of ``bench_erlang.py`` is read in its own shape. The tables,
 with the machine and versions of each run, replace the part of
 ``benchmarks/README.md`` between the two markers ``<!-- results:begin -->``
-and ``<!-- results:end -->``, and are printed.
-With ``--check`` the README is left alone and the exit status says whether it
-is up to date.
+and ``<!-- results:end -->``, and are printed; a short table of the ratios
+replaces the same markers' part of the project README.
+With ``--check`` the READMEs are left alone and the exit status says whether
+they are up to date (a test runs this check).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE / "README.md"
+PROJECT_README = HERE.parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # Files in the order their rows appear; any other results file follows.
 ORDER = ("erlang", "sweep", "erlang_a", "review", "chain")
@@ -77,11 +78,11 @@ def seconds(value: float) -> str:
 def machine_line(path: Path) -> str:
     """When and where a results file was measured, with the versions."""
     info = json.loads(path.read_text(encoding="utf-8")).get("machine", {})
-    when = datetime.datetime.fromtimestamp(path.stat().st_mtime, tz=datetime.UTC)
+    when = info.get("date", "date not recorded")
     versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
     load = info.get("load_average_1_5_15_min") or [float("nan")]
     return (
-        f"- `{path.name}` ({when:%Y-%m-%d}): {info.get('cpu', '?')}, "
+        f"- `{path.name}` ({when}): {info.get('cpu', '?')}, "
         f"{info.get('logical_cpus', '?')} logical CPUs, Python "
         f"{info.get('python', '?')}, load average {load[0]:.1f} at the start; "
         f"{versions}"
@@ -136,26 +137,55 @@ def measurement_lines(paths: list[Path]) -> list[str]:
     return lines
 
 
-def updated_readme(block: str) -> str:
-    """The README with the generated block between the markers."""
-    text = README.read_text(encoding="utf-8")
-    head, _, rest = text.partition(BEGIN)
+def summary() -> str:
+    """The short table for the project README: each comparison and its ratio."""
+    lines = [
+        "| task | retrystorm | alternative | ratio |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for path in results_files():
+        lines.extend(
+            f"| {row['task']} | {seconds(row['retrystorm_seconds'])} | "
+            f"{row['alternative']}: {seconds(row['alternative_seconds'])} | "
+            f"{row['ratio']:,.0f}x |"
+            for row in rows_of(path)
+        )
+    return "\n".join(lines)
+
+
+def updated(path: Path, block: str) -> str:
+    """The text of ``path`` with ``block`` between the two markers."""
+    text = path.read_text(encoding="utf-8")
+    head, found, rest = text.partition(BEGIN)
+    if not found or END not in rest:
+        raise SystemExit(f"{path}: the markers {BEGIN} and {END} are missing")
     _, _, tail = rest.partition(END)
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
+def outputs() -> dict[Path, str]:
+    """Each README this script writes, with its text brought up to date."""
+    return {
+        README: updated(README, table()),
+        PROJECT_README: updated(PROJECT_README, summary()),
+    }
+
+
 def main() -> None:
-    """Print the table and write it into the README (or check it)."""
+    """Print the tables and write them into the READMEs (or check them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check the README")
+    parser.add_argument("--check", action="store_true", help="only check the READMEs")
     options = parser.parse_args()
-    block = table()
-    print(block)
-    text = updated_readme(block)
+    texts = outputs()
+    print(table())
+    stale = [p for p, text in texts.items() if text != p.read_text(encoding="utf-8")]
     if options.check:
-        sys.exit(0 if text == README.read_text(encoding="utf-8") else 1)
-    README.write_text(text, encoding="utf-8")
-    print(f"written: {README}")
+        for path in stale:
+            print(f"out of date: {path}")
+        sys.exit(1 if stale else 0)
+    for path in stale:
+        path.write_text(texts[path], encoding="utf-8")
+        print(f"written: {path}")
 
 
 if __name__ == "__main__":

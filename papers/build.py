@@ -692,7 +692,7 @@ def graph_values(base: Scenario, values: Values) -> None:
     except ImportError:
         values.put("graph.findings", "- not yet available in this version")
         return
-    analysis = graph.analyze_graph(graph.graph_from_scenario(base))
+    analysis = graph.analyze_graph(graph.single_tier_graph(base))
     findings = analysis.findings()
     values.put("graph.findings", listing(f"{line}." for line in findings))
 

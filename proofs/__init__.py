@@ -7,7 +7,16 @@ the package functions that rely on it. ``python -m proofs`` runs them all.
 
 from __future__ import annotations
 
-from proofs import amplification, erlang_a, fluid_equilibria, limits, mmc, mmcd, mmck
+from proofs import (
+    amplification,
+    birth_death,
+    erlang_a,
+    fluid_equilibria,
+    limits,
+    mmc,
+    mmcd,
+    mmck,
+)
 from proofs._framework import Theorem
 
 __all__ = ["ALL_THEOREMS"]
@@ -20,4 +29,5 @@ ALL_THEOREMS: tuple[Theorem, ...] = (
     *amplification.THEOREMS,
     *fluid_equilibria.THEOREMS,
     *limits.THEOREMS,
+    *birth_death.THEOREMS,
 )

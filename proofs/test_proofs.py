@@ -101,6 +101,7 @@ def _write_up(theorem: Theorem) -> str:
         "fluid": "fluid_equilibria",
         "equilibria": "fluid_equilibria",
         "limits": "limits",
+        "birth_death": "birth_death",
     }
     return (HERE / f"{names[module]}.md").read_text(encoding="utf-8")
 

@@ -10,10 +10,12 @@ import math
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 
 __all__ = [
     "abandonment_rates",
+    "birth_death_chains",
     "decimal_ranges",
     "failure_probabilities",
     "few_servers",
@@ -274,3 +276,57 @@ def retry_chains(draw: st.DrawFn) -> dict[str, Any]:
         parameters["retry_probability"] = draw(st.floats(min_value=0.0, max_value=1.0))
         parameters["orbit_limit"] = draw(st.integers(min_value=1, max_value=6))
     return parameters
+
+
+# Birth-death chains (escape): rates spanning two decades either way, up to 30
+# states, a start state above the target; small enough for a dense check.
+@st.composite
+def birth_death_chains(
+    draw: st.DrawFn,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Draw ``(births, deaths, start, target)`` of a birth-death chain on 0..M."""
+    size = draw(st.integers(min_value=2, max_value=30))
+    rates = st.floats(min_value=1e-2, max_value=1e2)
+    births = np.array(draw(st.lists(rates, min_size=size, max_size=size)))
+    deaths = np.array(draw(st.lists(rates, min_size=size, max_size=size)))
+    births[-1], deaths[0] = 0.0, 0.0
+    target = draw(st.integers(min_value=0, max_value=size - 2))
+    start = draw(st.integers(min_value=target + 1, max_value=size - 1))
+    return births, deaths, start, target
+
+
+# Service graphs with cycles (graph): services ``s0 .. s(n-1)``, some with a
+# concurrency cap so that stalls saturate them, calls in both directions (so
+# strongly connected components and self-calls occur), timeouts finite or
+# absent; small enough for a naive fixed-point iteration as the reference.
+@st.composite
+def cyclic_service_graphs(draw: st.DrawFn, max_nodes: int = 6) -> dict[str, Any]:
+    """Draw a service graph whose calls may loop, with caps and timeouts."""
+    size = draw(st.integers(min_value=1, max_value=max_nodes))
+    caps = st.one_of(st.none(), st.integers(min_value=1, max_value=20))
+    services = [
+        {
+            "name": f"s{i}",
+            "entry_rate": draw(st.sampled_from([0.0, 1.0, 10.0, 50.0])),
+            "concurrency": draw(caps),
+            "service_time": draw(st.sampled_from([0.0, 0.01, 0.2])),
+        }
+        for i in range(size)
+    ]
+    pairs = [(i, j) for i in range(size) for j in range(size)]
+    chosen = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=3 * size))
+    calls = [
+        {
+            "caller": f"s{i}",
+            "callee": f"s{j}",
+            # Calls back or to oneself below 1 per request: a loop that
+            # calls itself on every request would recurse without end.
+            "calls_per_request": draw(
+                st.sampled_from([0.05, 0.3, 0.6] if j <= i else [0.3, 1.0, 2.5])
+            ),
+            "timeout": draw(st.sampled_from([math.inf, 0.5, 5.0])),
+            "max_retries": draw(st.integers(min_value=0, max_value=2)),
+        }
+        for i, j in chosen
+    ]
+    return {"services": services, "calls": calls}

@@ -214,3 +214,103 @@ def test_review_of_an_unknown_variant_is_an_error(capsys) -> None:
         main(["review", "--variant", "no-such-remedy"])
     assert exit_info.value.code == 2
     assert "proxy-timeout-30s" in capsys.readouterr().err
+
+
+# -- the service graph -------------------------------------------------------------
+
+
+def _graph_review(scenario):
+    """A review with only the replay and the graph analysis."""
+    return review_scenario(scenario, remedies=False, sensitivity=False, limits=False)
+
+
+def test_incident_review_carries_the_graph_and_the_lock_blast_radius() -> None:
+    """The lock on invoice fills the shared proxy: all seven products fail."""
+    result = _graph_review(INCIDENT)
+    assert result.graph is not None
+    assert result.graph.node("proxy").classification == "vulnerable"
+    # The faults are the locked table for the lock's 45 s (the scenario's event).
+    (radius,) = result.graph.blast_radii
+    assert (radius.fault, radius.duration) == ("database.invoice", 45.0)
+    assert [s.node for s in radius.saturated] == ["proxy"]
+    assert len(radius.losses) == 7
+    # By hand: every product's requests fail, 160/s in all (the entry rates).
+    assert radius.lost_rate == pytest.approx(160.0, rel=1e-12)
+    payload = result.to_dict()["graph"]
+    assert payload["classification"] == "vulnerable"
+    assert payload["blast_radii"][0]["fault"] == "database.invoice"
+
+
+def test_review_of_a_scenario_without_a_graph_has_no_graph_section(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A single-tier scenario: no graph in the result, its JSON or its printout."""
+    # The variants that name graph fields go with the graph.
+    plain = _quiet(INCIDENT).model_copy(update={"graph": None, "variants": ()})
+    result = _graph_review(plain)
+    assert result.graph is None
+    assert result.to_dict()["graph"] is None
+    source = tmp_path / "plain.toml"
+    source.write_text(_toml_without_graph(), encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", str(source), "--no-sensitivity", "--no-remedies"])
+    assert exit_info.value.code == 0
+    assert "service graph" not in capsys.readouterr().out
+
+
+def _toml_without_graph() -> str:
+    """The embedded incident's file up to its graph table."""
+    import importlib.resources  # noqa: PLC0415
+
+    text = (
+        importlib.resources.files("retrystorm")
+        / "scenarios"
+        / "incident-2025-09-16.toml"
+    ).read_text(encoding="utf-8")
+    body = text[: text.index("\n[graph]")]
+    # The variants that name graph fields go with the graph.
+    return "\n".join(
+        line.replace(', "graph.resources.0.queue_timeout" = 30.0', "").replace(
+            ', "graph.services.7.concurrency" = 10', ""
+        )
+        for line in body.splitlines()
+    )
+
+
+def test_review_prints_the_graph_findings_and_the_blast_radius(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`review` shows the graph's classification counts, findings and losses."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", "--no-sensitivity", "--no-remedies", "--no-limits"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    # 12 nodes: 7 products, web, proxy, database and 2 tables; only the proxy
+    # has a bad state (`retrystorm graph` agrees).
+    assert "service graph: vulnerable (12 nodes: 0 overloaded, 1 vulnerable" in out
+    assert "proxy (pool) is vulnerable" in out
+    assert "blast radius of a 45 s stall of database.invoice" in out
+    for product in ("api", "panel", "checkout", "tracking", "returns", "payments"):
+        assert product in out
+
+
+def test_review_json_of_a_variant_uses_the_variant_graph(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The 30 s proxy timeout changes the graph's proxy too: it becomes stable."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "review",
+                "--json",
+                "--variant",
+                "proxy-timeout-30s",
+                "--no-sensitivity",
+                "--no-remedies",
+                "--no-limits",
+            ]
+        )
+    assert exit_info.value.code == 0
+    graph = json.loads(capsys.readouterr().out)["graph"]
+    proxy = next(n for n in graph["nodes"] if n["name"] == "proxy")
+    assert proxy["classification"] == "stable"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import typing
 from pathlib import Path
@@ -774,3 +775,109 @@ def test_backoff_delays_grow_to_the_cap() -> None:
     """Delay before retry k is min(cap, initial * multiplier**(k-1))."""
     backoff = default_scenario().clients.backoff
     assert [backoff.delay(k) for k in (1, 2, 3, 6)] == [1.0, 2.0, 4.0, 30.0]
+
+
+# -- the service graph ---------------------------------------------------------------
+
+SMALL_GRAPH = {
+    "services": [{"name": "shop", "entry_rate": 50.0}, {"name": "web", "pods": 2}],
+    "resources": [{"name": "proxy", "kind": "pool", "pool_size": 20}],
+    "calls": [
+        {"caller": "shop", "callee": "web", "timeout": 10.0, "max_retries": 2},
+        {"caller": "web", "callee": "proxy"},
+    ],
+}
+
+
+def test_graph_table_is_optional_and_read_when_given(tmp_path: Path) -> None:
+    """A [graph] table becomes `Scenario.graph`; without one it is None."""
+    assert load_scenario(_write(tmp_path, MINIMAL_TOML)).graph is None
+    text = MINIMAL_TOML + (
+        '\n[[graph.services]]\nname = "shop"\nentry_rate = 50.0\n'
+        '\n[[graph.services]]\nname = "web"\n'
+        '\n[[graph.calls]]\ncaller = "shop"\ncallee = "web"\ntimeout = 10.0\n'
+    )
+    graph = load_scenario(_write(tmp_path, text)).graph
+    assert graph is not None
+    assert [s.name for s in graph.services] == ["shop", "web"]
+    assert graph.calls[0].timeout == 10.0
+
+
+def _write(folder: Path, text: str) -> Path:
+    """Write ``text`` to a scenario file in ``folder`` and return its path."""
+    path = folder / "scenario.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_incident_scenario_carries_its_products_graph() -> None:
+    """The embedded incident's graph: seven products sharing its 160/s."""
+    scenario = default_scenario()
+    assert scenario.graph is not None
+    entry = {s.name: s.entry_rate for s in scenario.graph.services if s.entry_rate}
+    assert len(entry) == 7
+    # The products split the single tier's fresh rate (the file's comment).
+    assert sum(entry.values()) == scenario.clients.request_rate
+    proxy = scenario.graph.resources[0]
+    assert (proxy.name, proxy.queue_timeout) == ("proxy", scenario.proxy.queue_timeout)
+
+
+def test_rule_graph_field_is_reported_by_dotted_path() -> None:
+    """A bad value inside the graph is named like every scenario field."""
+    graph = copy.deepcopy(SMALL_GRAPH)
+    graph["calls"][1]["timeout"] = -1.0
+    assert problems_of(with_items(graph=graph)) == [
+        ("graph.calls.1.timeout", "input should be greater than 0 (got -1.0)")
+    ]
+
+
+def test_rule_graph_reference_is_reported_by_dotted_path() -> None:
+    """A call to a node the graph lacks is named by the call's field."""
+    graph = copy.deepcopy(SMALL_GRAPH)
+    graph["calls"][1]["callee"] = "nowhere"
+    assert problems_of(with_items(graph=graph)) == [
+        ("graph.calls.1.callee", "names no node (got 'nowhere')")
+    ]
+
+
+def test_rule_graph_pool_needs_a_size() -> None:
+    """A rule between the fields of a graph resource is named by its path."""
+    graph = copy.deepcopy(SMALL_GRAPH)
+    graph["resources"][0].pop("pool_size")
+    assert problems_of(with_items(graph=graph)) == [
+        ("graph.resources.0.pool_size", "a pool needs a pool_size")
+    ]
+
+
+def test_rule_graph_unknown_field_suggests_the_closest() -> None:
+    """An unknown key in a graph call is rejected with the closest known name."""
+    graph = copy.deepcopy(SMALL_GRAPH)
+    graph["calls"][0]["retries"] = 2
+    ((path, message),) = problems_of(with_items(graph=graph))
+    assert path == "graph.calls.0.retries"
+    assert "did you mean max_retries" in message
+
+
+def test_with_changes_reaches_graph_fields() -> None:
+    """Dotted paths name graph fields in changes as anywhere else."""
+    scenario = parse_scenario(with_items(graph=SMALL_GRAPH))
+    changed = scenario.with_changes({"graph.services.0.entry_rate": 70.0})
+    assert changed.graph is not None
+    assert changed.graph.services[0].entry_rate == 70.0
+    assert scenario.graph is not None
+    assert scenario.graph.services[0].entry_rate == 50.0
+    with pytest.raises(ScenarioError, match=r"graph\.calls\.0\.timeout: input"):
+        scenario.with_changes({"graph.calls.0.timeout": 0.0})
+
+
+def test_incident_variants_change_the_graph_as_the_tier() -> None:
+    """The remedies that change the proxy or the web tier change the graph alike."""
+    scenario = default_scenario()
+    for name in scenario.variant_names:
+        variant = scenario.variant(name)
+        assert variant.graph is not None
+        web = variant.graph.services[7]
+        assert web.name == "web"
+        bounded = variant.web.mode == "bounded"
+        assert web.concurrency == (variant.web.concurrency_per_pod if bounded else None)
+        assert variant.graph.resources[0].queue_timeout == variant.proxy.queue_timeout

@@ -40,6 +40,7 @@ from retrystorm.errors import (
     StateSpaceTooLargeError,
     UnstableSystemError,
 )
+from retrystorm.escape import EscapeEstimate, escape_time
 from retrystorm.fluid import FluidTrajectory, simulate_fluid
 from retrystorm.graph import (
     GraphAnalysis,
@@ -55,6 +56,7 @@ from retrystorm.graph import (
     load_graph,
     node_loads,
     plot_graph,
+    single_tier_graph,
     stacked_retries,
     timeout_violations,
 )
@@ -96,6 +98,7 @@ __all__ = [
     "Equilibrium",
     "EquilibriumReport",
     "ErlangA",
+    "EscapeEstimate",
     "Estimate",
     "FluidTrajectory",
     "GraphAnalysis",
@@ -136,6 +139,7 @@ __all__ = [
     "embedded_scenario_names",
     "erlang_b",
     "erlang_c",
+    "escape_time",
     "expected_layered_attempts",
     "find_cycles",
     "find_equilibria",
@@ -162,6 +166,7 @@ __all__ = [
     "servers_for_blocking",
     "simulate_events",
     "simulate_fluid",
+    "single_tier_graph",
     "stacked_retries",
     "survives_trigger",
     "timeout_violations",

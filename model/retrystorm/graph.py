@@ -21,7 +21,6 @@ Time is in seconds and rates are per second throughout.
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import tomllib
 import warnings
@@ -29,23 +28,24 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 from numpy.typing import NDArray
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import ValidationError
 
+from retrystorm._graph_spec import (
+    BackoffSpec,
+    CallSpec,
+    GraphSpec,
+    NodeKind,
+    ResourceSpec,
+    ServiceSpec,
+    TableSpec,
+)
 from retrystorm._validation import check_nonnegative, check_probability
 from retrystorm.erlang import erlang_b
 from retrystorm.errors import InvalidParameterError, ScenarioError, UnstableSystemError
@@ -89,332 +89,12 @@ __all__ = [
     "node_loads",
     "parse_graph",
     "plot_graph",
+    "single_tier_graph",
     "stacked_retries",
     "timeout_violations",
 ]
 
-NodeKind = Literal["service", "pool", "database", "table"]
 Classification = Literal["stable", "vulnerable", "overloaded"]
-
-# ---------------------------------------------------------------------------
-# Schema
-# ---------------------------------------------------------------------------
-
-Name = Annotated[str, StringConstraints(min_length=1, pattern=r"^\S(.*\S)?$")]
-FiniteNonnegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-
-
-class _Spec(BaseModel):
-    """Shared configuration: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BackoffSpec(_Spec):
-    """Delays between a caller's retries of one call.
-
-    The delay before retry ``k`` (``k = 1, 2, ...``) is
-    ``min(cap, initial * multiplier**(k - 1))`` seconds; jitter draws the
-    actual delay from ``[0, d]`` (``"full"``) or ``[d/2, d]`` (``"equal"``), so
-    ``d`` is always the longest delay.
-    """
-
-    initial: FiniteNonnegative = 0.0
-    multiplier: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 2.0
-    cap: FiniteNonnegative = 30.0
-    jitter: Literal["none", "full", "equal"] = "full"
-
-    def longest_total_delay(self, max_retries: int) -> float:
-        """Return the longest total backoff over ``max_retries`` retries, in s."""
-        return sum(
-            min(self.cap, self.initial * self.multiplier ** (k - 1))
-            for k in range(1, max_retries + 1)
-        )
-
-
-class ServiceSpec(_Spec):
-    """A service: entry traffic, pods, an optional concurrency cap, own work.
-
-    Attributes
-    ----------
-    name
-        Unique node name.
-    entry_rate
-        Fresh requests per second arriving from outside the graph (0 for an
-        internal service).
-    pods
-        Number of identical pods.
-    concurrency
-        Most requests in flight per pod; the excess is rejected fast. ``None``
-        (the default) is an asynchronous tier that accepts everything.
-    service_time
-        Mean time of the service's own work per request, in s (its calls to
-        other nodes come on top).
-    description
-        Free text.
-    """
-
-    name: Name
-    entry_rate: FiniteNonnegative = 0.0
-    pods: Annotated[int, Field(ge=1)] = 1
-    concurrency: Annotated[int, Field(ge=1)] | None = None
-    service_time: FiniteNonnegative = 0.0
-    description: str = ""
-
-
-class TableSpec(_Spec):
-    """A table of a database and the share of the database's requests touching it."""
-
-    name: Name
-    share: Annotated[float, Field(gt=0.0, le=1.0)]
-
-
-class ResourceSpec(_Spec):
-    """A shared resource: a connection pool (proxy) or a database.
-
-    Attributes
-    ----------
-    name
-        Unique node name.
-    kind
-        ``"pool"``: a connection proxy; a request waits in a FIFO queue for one
-        of ``pool_size`` connections and holds it while its calls to the
-        pool's callees (the database) run. ``"database"``: does the queries;
-        its concurrency is limited by ``servers`` if given, else only by the
-        pools in front of it.
-    pool_size
-        Connections of a pool (required for a pool).
-    servers
-        Most concurrent queries of a database (optional).
-    service_time
-        Mean own work per request, in s: a database's query time; for a pool,
-        any time a connection is held beyond its calls (usually 0).
-    queue_timeout
-        Longest wait for a connection, in s (pool; ``inf``: no timeout).
-    queue_limit
-        Most requests waiting for a connection (pool; ``inf``: no limit).
-    cancel_abandoned
-        Pool: a waiting request whose caller has given up leaves at once.
-    contention
-        Database: with ``b`` busy connections each query takes
-        ``service_time * (1 + contention * (b - 1))``.
-    tables
-        Database: its tables, each a node named ``database.table``.
-    description
-        Free text.
-    """
-
-    name: Name
-    kind: Literal["pool", "database"]
-    pool_size: Annotated[int, Field(ge=1)] | None = None
-    servers: Annotated[int, Field(ge=1)] | None = None
-    service_time: FiniteNonnegative = 0.0
-    queue_timeout: Annotated[float, Field(gt=0.0)] = math.inf
-    queue_limit: Annotated[float, Field(ge=0.0)] = math.inf
-    cancel_abandoned: bool = False
-    contention: FiniteNonnegative = 0.0
-    tables: tuple[TableSpec, ...] = ()
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _fields_fit_kind(self) -> ResourceSpec:
-        problems: list[tuple[tuple[str | int, ...], str, object]] = []
-        if self.kind == "pool" and self.pool_size is None:
-            problems.append((("pool_size",), "a pool needs a pool_size", None))
-        pool_only = {
-            "pool_size": self.pool_size is not None,
-            "queue_timeout": not math.isinf(self.queue_timeout),
-            "queue_limit": not math.isinf(self.queue_limit),
-            "cancel_abandoned": self.cancel_abandoned,
-        }
-        database_only = {
-            "servers": self.servers is not None,
-            "contention": self.contention != 0.0,
-            "tables": bool(self.tables),
-        }
-        wrong = database_only if self.kind == "pool" else pool_only
-        problems.extend(
-            ((name,), f"does not apply to a {self.kind}", getattr(self, name))
-            for name, present in wrong.items()
-            if present
-        )
-        if not (math.isinf(self.queue_limit) or self.queue_limit.is_integer()):
-            problems.append((("queue_limit",), "must be a whole number or inf", None))
-        problems.extend(_duplicate_names(self.tables, ("tables",)))
-        _raise_problems("ResourceSpec", problems)
-        return self
-
-
-class CallSpec(_Spec):
-    """Calls from one node to another, with the caller's timeout and retries.
-
-    Attributes
-    ----------
-    caller, callee
-        Node names.
-    calls_per_request
-        Mean number of calls per request of the caller (a share below 1 when
-        only some requests make the call).
-    timeout
-        How long the caller waits for one attempt, in s (``inf``: it waits for
-        the callee's answer however long).
-    max_retries
-        Retries after the first attempt (``R``; ``R + 1`` attempts at most).
-    backoff
-        Delays between retries.
-    retry_budget
-        Retries allowed as a share of first attempts (``inf``: unlimited), so
-        attempts per call are at most ``1 + retry_budget``.
-    cancels_on_timeout
-        When the caller gives up on an attempt (its own timeout, or its own
-        caller cancelling it), the callee's work for that attempt stops.
-    """
-
-    caller: Name
-    callee: Name
-    calls_per_request: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
-    timeout: Annotated[float, Field(gt=0.0)] = math.inf
-    max_retries: Annotated[int, Field(ge=0)] = 0
-    backoff: BackoffSpec = BackoffSpec()
-    retry_budget: Annotated[float, Field(ge=0.0)] = math.inf
-    cancels_on_timeout: bool = False
-
-
-class GraphSpec(_Spec):
-    """A service dependency graph: services, resources and the calls between them.
-
-    Names are unique across services, resources and tables (a table is named
-    ``database.table``). Every call names known nodes, at most one call joins
-    a caller to a callee, and tables make no calls. Self-calls and cycles are
-    allowed; the analysis reports them.
-
-    Examples
-    --------
-    >>> spec = GraphSpec.model_validate({
-    ...     "services": [{"name": "web", "entry_rate": 100.0}],
-    ...     "resources": [
-    ...         {"name": "proxy", "kind": "pool", "pool_size": 50},
-    ...         {"name": "db", "kind": "database", "service_time": 0.2},
-    ...     ],
-    ...     "calls": [
-    ...         {"caller": "web", "callee": "proxy"},
-    ...         {"caller": "proxy", "callee": "db"},
-    ...     ],
-    ... })
-    >>> [s.name for s in spec.services]
-    ['web']
-    """
-
-    services: tuple[ServiceSpec, ...] = ()
-    resources: tuple[ResourceSpec, ...] = ()
-    calls: tuple[CallSpec, ...] = ()
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _references_are_known(self) -> GraphSpec:
-        problems: list[tuple[tuple[str | int, ...], str, object]] = []
-        if not self.services and not self.resources:
-            problems.append(
-                ((), "a graph needs at least one service or resource", None)
-            )
-        problems.extend(_duplicate_names(self.services, ("services",)))
-        problems.extend(_duplicate_names(self.resources, ("resources",)))
-        problems.extend(self._name_clashes())
-        problems.extend(self._call_problems())
-        _raise_problems("GraphSpec", problems)
-        return self
-
-    def _name_clashes(self) -> list[tuple[tuple[str | int, ...], str, object]]:
-        """Names used by both a service and a resource, or a resource and a table."""
-        seen = {s.name: ("services", i) for i, s in enumerate(self.services)}
-        problems: list[tuple[tuple[str | int, ...], str, object]] = []
-        for i, resource in enumerate(self.resources):
-            if resource.name in seen:
-                problems.append(
-                    (
-                        ("resources", i, "name"),
-                        "is already a service name",
-                        resource.name,
-                    )
-                )
-            seen.setdefault(resource.name, ("resources", i))
-        for i, resource in enumerate(self.resources):
-            for j, table in enumerate(resource.tables):
-                full = f"{resource.name}.{table.name}"
-                if full in seen:
-                    loc = ("resources", i, "tables", j, "name")
-                    problems.append((loc, "makes a node name already in use", full))
-        return problems
-
-    def _call_problems(self) -> list[tuple[tuple[str | int, ...], str, object]]:
-        """Return the calls naming unknown nodes, made by tables, or repeated."""
-        kinds = self.node_kinds
-        problems: list[tuple[tuple[str | int, ...], str, object]] = []
-        pairs: set[tuple[str, str]] = set()
-        for i, call in enumerate(self.calls):
-            for end in ("caller", "callee"):
-                name = getattr(call, end)
-                if name not in kinds:
-                    problems.append((("calls", i, end), "names no node", name))
-            if kinds.get(call.caller) == "table":
-                problems.append(
-                    (
-                        ("calls", i, "caller"),
-                        "is a table (tables make no calls)",
-                        call.caller,
-                    )
-                )
-            if (call.caller, call.callee) in pairs:
-                rule = "repeats a call (merge them: add their calls_per_request)"
-                problems.append((("calls", i), rule, f"{call.caller} -> {call.callee}"))
-            pairs.add((call.caller, call.callee))
-        return problems
-
-    @property
-    def node_kinds(self) -> dict[str, NodeKind]:
-        """Every node name and its kind, services first, tables after their database."""
-        kinds: dict[str, NodeKind] = {s.name: "service" for s in self.services}
-        for resource in self.resources:
-            kinds[resource.name] = resource.kind
-            for table in resource.tables:
-                kinds[f"{resource.name}.{table.name}"] = "table"
-        return kinds
-
-
-def _duplicate_names(
-    items: Sequence[ServiceSpec | ResourceSpec | TableSpec], prefix: tuple[str, ...]
-) -> list[tuple[tuple[str | int, ...], str, object]]:
-    """Return a problem for each item whose name an earlier item already used."""
-    seen: set[str] = set()
-    problems: list[tuple[tuple[str | int, ...], str, object]] = []
-    for i, item in enumerate(items):
-        if item.name in seen:
-            problems.append(
-                ((*prefix, i, "name"), "repeats an earlier name", item.name)
-            )
-        seen.add(item.name)
-    return problems
-
-
-def _raise_problems(
-    title: str, problems: list[tuple[tuple[str | int, ...], str, object]]
-) -> None:
-    """Raise one pydantic error listing every problem at its own location."""
-    if not problems:
-        return
-    details = [
-        InitErrorDetails(
-            # Braces are escaped: pydantic formats the message as a template.
-            type=PydanticCustomError(
-                "graph_rule", rule.replace("{", "{{").replace("}", "}}")
-            ),
-            loc=loc,
-            input=value,
-        )
-        for loc, rule, value in problems
-    ]
-    raise ValidationError.from_exception_data(title, details)
-
 
 # ---------------------------------------------------------------------------
 # Loading
@@ -422,11 +102,12 @@ def _raise_problems(
 
 
 def _dotted(loc: Iterable[str | int]) -> str:
-    """Return a pydantic location as a dotted path: ``graph.calls[2].timeout``."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return path
+    """Return a pydantic location as a dotted path: ``graph.calls.2.timeout``.
+
+    Items of a list are named by position, as everywhere in a scenario (the
+    same paths name fields in variants and `Scenario.with_changes`).
+    """
+    return ".".join(str(part) for part in loc)
 
 
 def parse_graph(data: Mapping[str, Any], source: str = "<graph>") -> GraphSpec:
@@ -448,14 +129,14 @@ def parse_graph(data: Mapping[str, Any], source: str = "<graph>") -> GraphSpec:
     Raises
     ------
     ScenarioError
-        Listing every broken rule with its dotted path (``graph.calls[0].callee``).
+        Listing every broken rule with its dotted path (``graph.calls.0.callee``).
 
     Examples
     --------
     >>> parse_graph({"services": [{"name": "web", "entry_rate": -1.0}]})
     Traceback (most recent call last):
     ...
-    retrystorm.errors.ScenarioError: invalid scenario <graph>: graph.services[0]...
+    retrystorm.errors.ScenarioError: invalid scenario <graph>: graph.services.0...
     """
     try:
         return GraphSpec.model_validate(dict(data))
@@ -524,15 +205,16 @@ def graph_from_file(path: str | PathLike[str]) -> GraphSpec:
     Returns
     -------
     GraphSpec
-        The explicit graph if the file has a ``[graph]`` table, else the
-        smallest graph of the scenario it describes (`graph_from_scenario`).
+        The file's ``[graph]`` table, or the smallest graph of the scenario
+        it describes (`graph_from_scenario`).
 
     Raises
     ------
     ScenarioError
-        If the file cannot be read or breaks a rule.
+        If the file cannot be read or breaks a rule (a scenario file is
+        validated whole).
     """
-    # scenario.py imports this module for its graph section: import it late.
+    # The scenario module is only needed for scenario files: import it late.
     from retrystorm.scenario import load_scenario  # noqa: PLC0415
 
     source = str(path)
@@ -544,7 +226,7 @@ def graph_from_file(path: str | PathLike[str]) -> GraphSpec:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, [("", f"not valid TOML ({exc})")]) from None
-    if "graph" in document:
+    if "graph" in document and "scenario" not in document:
         return load_graph(path)
     return graph_from_scenario(load_scenario(path))
 
@@ -554,7 +236,8 @@ def default_graph() -> GraphSpec:
 
     Seven products (API, panel, checkout, tracking page, returns, payments,
     analytics) reach one asynchronous application tier, one connection proxy
-    and one database; every assumed number is documented in the file.
+    and one database: the ``[graph]`` table of the embedded incident scenario,
+    where every assumed number is documented.
 
     Returns
     -------
@@ -571,22 +254,42 @@ def default_graph() -> GraphSpec:
     >>> sum(s.entry_rate for s in spec.services)
     160.0
     """
-    # scenario.py imports this module for its graph section: import it late.
+    # The scenario module imports the analysis lazily too: import it late.
     from retrystorm.scenario import default_scenario  # noqa: PLC0415
 
-    explicit = getattr(default_scenario(), "graph", None)
-    if explicit is not None:
-        return GraphSpec.model_validate(explicit)
-    resource = importlib.resources.files("retrystorm") / "scenarios" / "graphs"
-    name = "incident-2025-09-16.toml"
-    return parse_graph(
-        tomllib.loads((resource / name).read_text(encoding="utf-8"))["graph"],
-        f"<embedded: {name}>",
-    )
+    return graph_from_scenario(default_scenario())
 
 
 def graph_from_scenario(scenario: Any) -> GraphSpec:
     """Return a scenario's graph: its ``graph`` section, or its single tier as one.
+
+    Parameters
+    ----------
+    scenario
+        A `retrystorm.scenario.Scenario` (anything with the same fields).
+
+    Returns
+    -------
+    GraphSpec
+        The scenario's ``graph`` if it has one, else `single_tier_graph`.
+
+    Examples
+    --------
+    >>> from retrystorm.scenario import default_scenario
+    >>> scenario = default_scenario()
+    >>> len(graph_from_scenario(scenario).services)
+    8
+    >>> len(graph_from_scenario(scenario.model_copy(update={"graph": None})).services)
+    2
+    """
+    explicit = getattr(scenario, "graph", None)
+    if explicit is not None:
+        return GraphSpec.model_validate(explicit)
+    return single_tier_graph(scenario)
+
+
+def single_tier_graph(scenario: Any) -> GraphSpec:
+    """Return the single tier of a scenario as the smallest graph.
 
     A single-tier scenario becomes the smallest graph: a ``clients`` service
     (the fresh request rate, no work of its own) calls ``web`` with the
@@ -604,7 +307,8 @@ def graph_from_scenario(scenario: Any) -> GraphSpec:
     Returns
     -------
     GraphSpec
-        The explicit graph if the scenario has one, else the single tier's.
+        The graph of the single tier (the scenario's own ``graph`` is left
+        aside).
 
     Notes
     -----
@@ -612,10 +316,13 @@ def graph_from_scenario(scenario: Any) -> GraphSpec:
     and their initialisation queries, and circuit breakers (the transient
     models handle those). A time-varying rate profile is represented by its
     largest rate, the demanding case.
+
+    Examples
+    --------
+    >>> from retrystorm.scenario import default_scenario
+    >>> [s.name for s in single_tier_graph(default_scenario()).services]
+    ['clients', 'web']
     """
-    explicit = getattr(scenario, "graph", None)
-    if explicit is not None:
-        return GraphSpec.model_validate(explicit)
     clients, web, proxy, database = (
         scenario.clients,
         scenario.web,
@@ -2554,130 +2261,367 @@ def _ancestors(st: _Structure, targets: Iterable[int]) -> list[bool]:
 
 
 # Shares on a cycle are iterated until no node's changes by more than this:
-# far below the percent they are reported in, and reached in a few passes.
+# far below the percent they are reported in.
 _SHARE_TOLERANCE = 1e-10
+# A fixed point on a cycle that has not settled after this many sweeps stops
+# with a warning (shares converge geometrically, times within the cycle's size).
+_MAX_SWEEPS = 10_000
+# Faults are assessed a batch of columns at a time so that no array of a
+# batch holds more than about this many values.
+_BATCH_VALUES = 2_000_000
 
 
-class _FaultSweep:
-    """One upstream sweep for a batch of stalls, one column per stalled node.
+@dataclass(frozen=True)
+class _StallPlan:
+    """What every batch of stalls shares: orders, and each node's fixed times.
 
-    For each node and stall it carries: the worst-case time to finish a
-    request with the stall in place (``worst``) and the time a request holds
-    a slot (``hold``); the share of requests that touch the stalled node
-    (``direct``) and that fail once saturated resources are counted
-    (``share``); whether the node fails (``failing``) and since when
-    (``since``); and the earliest time its requests start to get stuck
-    (``start``).
+    ``order`` lists the nodes callees first along the calls without a timeout
+    (the only calls through which a stall lengthens a caller's time);
+    ``endless`` marks the nodes on a cycle of such calls (their worst-case
+    time is unbounded); ``longest`` is each node's slowest call with a
+    timeout, ``(R + 1) T + backoff``, and ``untimed`` its calls without one.
     """
 
-    def __init__(
-        self, st: _Structure, core: _Core, faults: list[int], duration: float
-    ) -> None:
-        size, width = st.size, len(faults)
-        self.st, self.core, self.duration = st, core, duration
-        self.columns: dict[int, list[int]] = {}
-        for column, v in enumerate(faults):
-            self.columns.setdefault(v, []).append(column)
-        self.relevant = _ancestors(st, faults)
-        self.entries = [v for v, rate in enumerate(st.entry) if rate > 0.0]
-        self.touched = [False] * size
-        self.worst = np.repeat(np.asarray(core.worst_time)[:, None], width, axis=1)
-        self.hold = np.zeros((size, width))
-        self.direct = np.zeros((size, width))
-        self.share = np.zeros((size, width))
-        self.failing = np.zeros((size, width), dtype=bool)
-        self.since = np.full((size, width), math.inf)
-        self.start = np.full((size, width), math.inf)
+    order: list[int]
+    endless: list[bool]
+    longest: list[float]
+    untimed: list[list[int]]
 
-    def run(self) -> None:
-        """Visit the components that reach a stalled node, callees first."""
-        st = self.st
-        for component, cyclic in zip(
-            reversed(st.components), reversed(st.cyclic), strict=True
-        ):
-            if not self.relevant[component[0]]:
-                continue
-            if cyclic:
-                # Worst-case times are iterated down from inf on a cycle.
-                self.worst[component] = math.inf
-            _settle(st, component, cyclic, self.update, upstream=True)
 
-    def update(self, v: int) -> bool:
-        """Recompute node ``v`` from its callees; return whether it changed."""
-        st, core = self.st, self.core
-        width = self.share.shape[1]
-        longest, waiting = 0.0, np.zeros(width)
-        miss_direct, miss, start = (
-            np.ones(width),
-            np.ones(width),
-            np.full(width, math.inf),
-        )
-        for e in st.out_edges[v]:
-            w, timeout = st.dst[e], st.timeout[e]
-            attempts = st.retries[e] + 1
-            if math.isfinite(timeout):
-                longest = max(longest, attempts * timeout + st.backoff_total[e])
-            else:
-                candidate = attempts * self.worst[w] + st.backoff_total[e]
-                waiting = np.maximum(waiting, candidate)
-            if self.touched[w]:
-                _miss(miss_direct, self.direct[w], st.per_request[e])
-                _miss(miss, self.share[w], st.per_request[e])
-                stuck = np.where(self.failing[w], self.since[w], self.start[w])
-                start = np.where(self.share[w] > 0.0, np.minimum(start, stuck), start)
-        hold = core.own[v] + np.maximum(waiting, longest)
-        direct, share = 1.0 - miss_direct, 1.0 - miss
-        failing, since = self.failing[v].copy(), self.since[v].copy()
-        columns = self.columns.get(v, [])
-        if columns:
-            hold[columns] = np.maximum(hold[columns], self.duration)
-            direct[columns] = share[columns] = 1.0
-            failing[columns], since[columns] = True, 0.0
-        if math.isfinite(st.slots[v]):
-            self._saturate(
-                v, share=share, hold=hold, start=start, failing=failing, since=since
-            )
-        worst = core.wait[v] + hold
-        changed = (
-            not np.array_equal(worst, self.worst[v])
-            or not np.array_equal(failing, self.failing[v])
-            or bool(np.any(np.abs(share - self.share[v]) > _SHARE_TOLERANCE))
-            or bool(np.any(np.abs(direct - self.direct[v]) > _SHARE_TOLERANCE))
-        )
-        self.worst[v], self.hold[v], self.direct[v], self.share[v] = (
-            worst,
-            hold,
-            direct,
-            share,
-        )
-        self.failing[v], self.since[v], self.start[v] = failing, since, start
-        self.touched[v] = bool(np.any(share > 0.0))
-        return changed
-
-    def _saturate(
-        self,
-        v: int,
-        *,
-        share: NDArray[np.float64],
-        hold: NDArray[np.float64],
-        start: NDArray[np.float64],
-        failing: NDArray[np.bool_],
-        since: NDArray[np.float64],
-    ) -> None:
-        """Mark the stalls under which node ``v``'s slots fill (in place)."""
-        nominal = self.core.nominal[v]
-        if math.isinf(nominal):
-            stuck_rate = np.where(share > 0.0, math.inf, 0.0)
+def _stall_plan(st: _Structure) -> _StallPlan:
+    """Return the orders and constants every batch of stalls uses."""
+    untimed: list[list[int]] = [[] for _ in range(st.size)]
+    longest = [0.0] * st.size
+    for e, timeout in enumerate(st.timeout):
+        if math.isinf(timeout):
+            untimed[st.src[e]].append(e)
         else:
-            stuck_rate = nominal * share
-        with np.errstate(divide="ignore"):
-            # No stuck requests: the slots never fill (inf), as intended.
-            fill = self.st.slots[v] / stuck_rate
-        fills = ~failing & (stuck_rate > 0.0) & (fill <= hold)
-        if np.any(fills):
-            failing |= fills
-            since[fills] = start[fills] + fill[fills]
-            share[fills] = 1.0
+            time = (st.retries[e] + 1) * timeout + st.backoff_total[e]
+            longest[st.src[e]] = max(longest[st.src[e]], time)
+    waiting: nx.DiGraph[int] = nx.DiGraph()
+    waiting.add_nodes_from(range(st.size))
+    waiting.add_edges_from((st.src[e], st.dst[e]) for es in untimed for e in es)
+    condensed = nx.condensation(waiting)
+    order, endless = [], [False] * st.size
+    for c in reversed(list(nx.topological_sort(condensed))):
+        members = sorted(condensed.nodes[c]["members"])
+        order.extend(members)
+        if len(members) > 1 or waiting.has_edge(members[0], members[0]):
+            for v in members:
+                endless[v] = True
+    return _StallPlan(order, endless, longest, untimed)
+
+
+@dataclass
+class _Stalls:
+    """The state of a batch of stalls, one column per stalled node.
+
+    For each node and stall: the time a request holds a slot with the stall
+    in place (``hold``); the share of requests that touch the stalled node
+    (``direct``) and that fail once saturated resources are counted
+    (``share``); whether the node fails (``failing``) and since when
+    (``since``); and the earliest time its requests get stuck (``start``).
+    """
+
+    st: _Structure
+    core: _Core
+    duration: float
+    columns: dict[int, list[int]]
+    hold: NDArray[np.float64]
+    direct: NDArray[np.float64]
+    share: NDArray[np.float64]
+    failing: NDArray[np.bool_]
+    since: NDArray[np.float64]
+    start: NDArray[np.float64]
+    touched: NDArray[np.bool_]
+
+    @property
+    def entries(self) -> list[int]:
+        """The nodes with entry traffic."""
+        return [v for v, rate in enumerate(self.st.entry) if rate > 0.0]
+
+
+def _stalled_holding(
+    st: _Structure,
+    core: _Core,
+    plan: _StallPlan,
+    *,
+    relevant: list[bool],
+    columns: dict[int, list[int]],
+    duration: float,
+) -> NDArray[np.float64]:
+    """Return how long each node holds a request under each stall, in s.
+
+    ``H_v = own_v + max(longest_v, max_e [(R_e + 1) W_w + backoff_e])`` over
+    the calls ``e = (v, w)`` without a timeout, with ``W_w = wait_w + H_w``;
+    a stalled node holds for at least the stall. One pass callees first
+    along those calls; a cycle of them holds for ever (the largest solution,
+    as in `_worst_times`).
+    """
+    width = sum(len(stalled) for stalled in columns.values())
+    worst = np.repeat(np.asarray(core.worst_time)[:, None], width, axis=1)
+    hold = np.zeros((st.size, width))
+    for v in plan.order:
+        if not relevant[v]:
+            continue
+        if plan.endless[v]:
+            hold[v] = worst[v] = math.inf
+            continue
+        waiting = np.zeros(width)
+        for e in plan.untimed[v]:
+            attempt = (st.retries[e] + 1) * worst[st.dst[e]] + st.backoff_total[e]
+            waiting = np.maximum(waiting, attempt)
+        held = core.own[v] + np.maximum(waiting, plan.longest[v])
+        stalled = columns.get(v)
+        if stalled:
+            held[stalled] = np.maximum(held[stalled], duration)
+        hold[v] = held
+        worst[v] = core.wait[v] + held
+    return hold
+
+
+def _sweep_stalls(
+    st: _Structure,
+    core: _Core,
+    plan: _StallPlan,
+    faults: list[int],
+    duration: float,
+) -> _Stalls:
+    """Return the state of a batch of stalls, components visited callees first."""
+    columns: dict[int, list[int]] = {}
+    for column, v in enumerate(faults):
+        columns.setdefault(v, []).append(column)
+    relevant = _ancestors(st, faults)
+    size, width = st.size, len(faults)
+    stalls = _Stalls(
+        st=st,
+        core=core,
+        duration=duration,
+        columns=columns,
+        hold=_stalled_holding(
+            st, core, plan, relevant=relevant, columns=columns, duration=duration
+        ),
+        direct=np.zeros((size, width)),
+        share=np.zeros((size, width)),
+        failing=np.zeros((size, width), dtype=bool),
+        since=np.full((size, width), math.inf),
+        start=np.full((size, width), math.inf),
+        touched=np.zeros(size, dtype=bool),
+    )
+    for component, cyclic in zip(
+        reversed(st.components), reversed(st.cyclic), strict=True
+    ):
+        if not relevant[component[0]]:
+            continue
+        if cyclic:
+            _settle_stalled_cycle(stalls, component)
+        else:
+            _settle_stalled_node(stalls, component[0])
+    return stalls
+
+
+def _from_callees(
+    stalls: _Stalls, v: int, skip: set[int] | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Return the miss chances and earliest stuck time of ``v`` from its callees.
+
+    Only the callees outside ``skip`` count (the rest of its cycle).
+    """
+    st, width = stalls.st, stalls.share.shape[1]
+    miss_direct, miss = np.ones(width), np.ones(width)
+    start = np.full(width, math.inf)
+    for e in st.out_edges[v]:
+        w = st.dst[e]
+        if not stalls.touched[w] or (skip is not None and w in skip):
+            continue
+        _miss(miss_direct, stalls.direct[w], st.per_request[e])
+        _miss(miss, stalls.share[w], st.per_request[e])
+        stuck = np.where(stalls.failing[w], stalls.since[w], stalls.start[w])
+        start = np.where(stalls.share[w] > 0.0, np.minimum(start, stuck), start)
+    return miss_direct, miss, start
+
+
+def _settle_stalled_node(stalls: _Stalls, v: int) -> None:
+    """Settle a node outside any cycle from its settled callees."""
+    st = stalls.st
+    miss_direct, miss, start = _from_callees(stalls, v)
+    direct, share = 1.0 - miss_direct, 1.0 - miss
+    failing = np.zeros(share.shape, dtype=bool)
+    since = np.full(share.shape, math.inf)
+    stalled = stalls.columns.get(v, [])
+    if stalled:
+        direct[stalled] = share[stalled] = 1.0
+        failing[stalled], since[stalled] = True, 0.0
+    if math.isfinite(st.slots[v]):
+        fills, fill = _fills(stalls, [v], share[None, :], failing[None, :])
+        failing |= fills[0]
+        since[fills[0]] = start[fills[0]] + fill[0][fills[0]]
+        share[fills[0]] = 1.0
+    stalls.direct[v], stalls.share[v] = direct, share
+    stalls.failing[v], stalls.since[v], stalls.start[v] = failing, since, start
+    stalls.touched[v] = bool(np.any(share > 0.0))
+
+
+def _fills(
+    stalls: _Stalls,
+    nodes: list[int],
+    share: NDArray[np.float64],
+    failing: NDArray[np.bool_],
+) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
+    """Return where the slots of ``nodes`` fill with stuck requests, and how fast.
+
+    A node with ``n`` slots receiving ``lambda q`` stuck requests per second
+    fills in ``n / (lambda q)`` s; it fills if its requests are held that long.
+    """
+    st, core = stalls.st, stalls.core
+    slots = np.array([st.slots[v] for v in nodes])[:, None]
+    nominal = np.array([core.nominal[v] for v in nodes])[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # An infinite load brings infinitely many stuck requests as soon as
+        # any share of them is stuck; no stuck requests never fill (inf).
+        stuck = np.where(share > 0.0, nominal * share, 0.0)
+        fill = slots / stuck
+    fills = ~failing & np.isfinite(slots) & (stuck > 0.0) & (fill <= stalls.hold[nodes])
+    return fills, fill
+
+
+@dataclass(frozen=True)
+class _CycleCalls:
+    """The calls inside one cycle, sorted by caller, as arrays."""
+
+    caller: NDArray[np.intp]
+    callee: NDArray[np.intp]
+    whole: NDArray[np.float64]
+    part: NDArray[np.float64]
+    firsts: NDArray[np.intp]
+    callers: NDArray[np.intp]
+
+
+def _cycle_calls(st: _Structure, component: list[int]) -> _CycleCalls:
+    """Return the calls between the nodes of a component (local indices)."""
+    position = {v: i for i, v in enumerate(component)}
+    pairs = [
+        (position[v], position[st.dst[e]], st.per_request[e])
+        for v in component
+        for e in st.out_edges[v]
+        if st.dst[e] in position
+    ]
+    caller = np.array([p[0] for p in pairs], dtype=np.intp)
+    callee = np.array([p[1] for p in pairs], dtype=np.intp)
+    calls = np.array([p[2] for p in pairs])
+    whole = np.floor(calls)
+    firsts = np.flatnonzero(np.r_[True, caller[1:] != caller[:-1]])
+    return _CycleCalls(
+        caller=caller,
+        callee=callee,
+        whole=whole[:, None],
+        part=(calls - whole)[:, None],
+        firsts=firsts,
+        callers=caller[firsts],
+    )
+
+
+def _inner_miss(calls: _CycleCalls, hit: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return, per node, the chance that all its calls inside the cycle miss.
+
+    ``hit`` holds the callees' shares; a call made ``k`` times per request
+    misses with ``(1 - q)^floor(k) (1 - (k - floor(k)) q)`` (see `_miss`).
+    """
+    q = hit[calls.callee]
+    with np.errstate(invalid="ignore"):
+        # 0 ** 0 is 1: a share-less call (k < 1) never misses for lack of calls.
+        factor = np.where(calls.whole > 0.0, (1.0 - q) ** calls.whole, 1.0)
+    factor *= 1.0 - calls.part * q
+    miss = np.ones_like(hit)
+    miss[calls.callers] = np.multiply.reduceat(factor, calls.firsts, axis=0)
+    return miss
+
+
+def _share_fixed_point(
+    calls: _CycleCalls,
+    outer_miss: NDArray[np.float64],
+    fixed: NDArray[np.bool_],
+    share: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Iterate ``q = 1 - outer_miss * inner_miss(q)`` up from ``share``.
+
+    Entries in ``fixed`` stay 1. Returns the settled shares and the shares
+    the callees alone give (before ``fixed`` is applied). The map is
+    monotone, so iterating from below reaches its least fixed point.
+    """
+    share = np.where(fixed, 1.0, share)
+    for _ in range(_MAX_SWEEPS):
+        given = 1.0 - outer_miss * _inner_miss(calls, share)
+        settled = np.where(fixed, 1.0, given)
+        done = bool(np.all(np.abs(settled - share) <= _SHARE_TOLERANCE))
+        share = settled
+        if done:
+            return share, given
+    _warn_unsettled(len(share))
+    return share, given
+
+
+def _warn_unsettled(size: int) -> None:
+    """Warn that values on a cycle did not settle."""
+    warnings.warn(
+        f"values on a cycle of {size} nodes did not settle; "
+        "the results on it are approximate",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _settle_stalled_cycle(stalls: _Stalls, component: list[int]) -> None:
+    """Settle the nodes of a cycle together, from their settled callees outside.
+
+    Shares are the least fixed point of the miss equations; a node whose
+    slots fill at the settled shares fails, which can raise the shares of its
+    callers in turn, until no more fills. The times at which requests get
+    stuck are the shortest over the calls that carry stuck requests
+    (Bellman-Ford sweeps, at most one per node).
+    """
+    st, width = stalls.st, stalls.share.shape[1]
+    members = set(component)
+    outer = [_from_callees(stalls, v, members) for v in component]
+    outer_direct = np.array([o[0] for o in outer])
+    outer_share = np.array([o[1] for o in outer])
+    outer_start = np.array([o[2] for o in outer])
+    stalled = np.zeros((len(component), width), dtype=bool)
+    for i, v in enumerate(component):
+        stalled[i, stalls.columns.get(v, [])] = True
+    calls = _cycle_calls(st, component)
+
+    # Shares: touching the stalled node, then failing with saturated nodes.
+    direct, _ = _share_fixed_point(
+        calls, outer_direct, stalled, np.zeros_like(outer_direct)
+    )
+    failing, share = stalled.copy(), np.zeros_like(outer_share)
+    while True:
+        share, given = _share_fixed_point(calls, outer_share, failing, share)
+        fills, fill = _fills(stalls, component, given, failing)
+        if not np.any(fills):
+            break
+        failing |= fills
+    saturated = failing & ~stalled
+
+    # Times: a failing node is stuck from its start plus its filling time.
+    start = outer_start
+    since = np.where(stalled, 0.0, math.inf)
+    for _ in range(len(component) + 1):
+        stuck = np.where(failing, since, start)
+        reach = np.where(share[calls.callee] > 0.0, stuck[calls.callee], math.inf)
+        inner = np.full_like(start, math.inf)
+        inner[calls.callers] = np.minimum.reduceat(reach, calls.firsts, axis=0)
+        start_next = np.minimum(outer_start, inner)
+        since_next = np.where(saturated, start_next + fill, since)
+        if np.array_equal(start_next, start) and np.array_equal(since_next, since):
+            break
+        start, since = start_next, since_next
+
+    stalls.direct[component], stalls.share[component] = direct, share
+    stalls.failing[component] = failing
+    stalls.since[component], stalls.start[component] = since, start
+    stalls.touched[component] = np.any(share > 0.0, axis=1)
 
 
 def _miss(miss: NDArray[np.float64], hit: NDArray[np.float64], calls: float) -> None:
@@ -2699,38 +2643,36 @@ def _blast_radii(
     st: _Structure, core: _Core, faults: list[int], duration: float
 ) -> list[BlastRadius]:
     """Return the blast radius of a stall of each fault lasting ``duration`` s."""
-    # Faults are swept together, a batch of columns at a time, so that the
-    # arrays stay below about two million values each.
-    batch = max(1, 2_000_000 // max(st.size, 1))
+    plan = _stall_plan(st)
+    batch = max(1, _BATCH_VALUES // max(st.size, len(st.src), 1))
     radii: list[BlastRadius] = []
     for first in range(0, len(faults), batch):
         chunk = faults[first : first + batch]
-        sweep = _FaultSweep(st, core, chunk, duration)
-        sweep.run()
-        radii.extend(_radius(st, sweep, column, v) for column, v in enumerate(chunk))
+        stalls = _sweep_stalls(st, core, plan, chunk, duration)
+        radii.extend(_radius(st, stalls, column, v) for column, v in enumerate(chunk))
     return radii
 
 
-def _radius(st: _Structure, sweep: _FaultSweep, column: int, fault: int) -> BlastRadius:
-    """Assemble the blast radius of one column of a sweep."""
-    failing = np.flatnonzero(sweep.failing[:, column])
+def _radius(st: _Structure, stalls: _Stalls, column: int, fault: int) -> BlastRadius:
+    """Assemble the blast radius of one column of a batch."""
+    failing = np.flatnonzero(stalls.failing[:, column])
     failing = failing[failing != fault]
-    times = sweep.since[failing, column]
+    times = stalls.since[failing, column]
     order = np.argsort(times, kind="stable")
     saturated = tuple(
         Saturation(st.names[v], t)
         for v, t in zip(failing[order].tolist(), times[order].tolist(), strict=True)
     )
-    entries = np.asarray(sweep.entries, dtype=np.intp)
-    shares = sweep.share[entries, column].tolist()
-    direct = sweep.direct[entries, column].tolist()
+    entries = np.asarray(stalls.entries, dtype=np.intp)
+    shares = stalls.share[entries, column].tolist()
+    direct = stalls.direct[entries, column].tolist()
     losses = [
         ServiceLoss(st.names[v], st.entry[v], d, q)
         for v, d, q in zip(entries.tolist(), direct, shares, strict=True)
         if q > 0.0
     ]
     losses.sort(key=lambda s: (-s.lost_rate, s.service))
-    return BlastRadius(st.names[fault], sweep.duration, saturated, tuple(losses))
+    return BlastRadius(st.names[fault], stalls.duration, saturated, tuple(losses))
 
 
 # ---------------------------------------------------------------------------

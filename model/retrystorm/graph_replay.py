@@ -69,7 +69,6 @@ from retrystorm.graph import (
     analyze_graph,
     blast_radius,
     graph_from_scenario,
-    parse_graph,
 )
 from retrystorm.review import judge
 from retrystorm.scenario import Scenario, parse_scenario
@@ -331,14 +330,8 @@ def load_replay_inputs(path: str | os.PathLike[str]) -> tuple[GraphSpec, Scenari
         raise ScenarioError(source, [("", f"not valid TOML ({exc})")]) from None
     if "scenario" not in document:
         raise ScenarioError(source, [("scenario", "a replay needs a scenario table")])
-    graph = document.pop("graph", None)
     scenario = parse_scenario(document, source=source)
-    spec = (
-        parse_graph(graph, source)
-        if graph is not None
-        else graph_from_scenario(scenario)
-    )
-    return spec, scenario
+    return graph_from_scenario(scenario), scenario
 
 
 def _shared_tiers(spec: GraphSpec) -> list[tuple[str, str]]:

@@ -34,9 +34,11 @@ import numpy as np
 
 from retrystorm.equilibria import EquilibriumReport, find_equilibria
 from retrystorm.errors import InvalidParameterError, ScenarioError
+from retrystorm.escape import EscapeEstimate, escape_time
 from retrystorm.fluid import FluidTrajectory, simulate_fluid
+from retrystorm.graph import GraphAnalysis, analyze_graph
 from retrystorm.limits import Limits, compute_limits
-from retrystorm.scenario import Assumption, Scenario
+from retrystorm.scenario import Assumption, LockEvent, Scenario
 
 __all__ = [
     "VERDICTS",
@@ -169,6 +171,15 @@ class Review:
     limits
         The design limits of the scenario and what they recommend (see
         `retrystorm.limits`), or None when not computed.
+    escape
+        For a ``metastable`` verdict, the expected time to escape the bad
+        state by chance (`retrystorm.escape.escape_time`); None otherwise: a
+        system that recovers or is overloaded has nothing to escape by luck.
+    graph
+        The static analysis of the scenario's service graph (see
+        `retrystorm.graph.analyze_graph`; the blast radius is that of the
+        tables its locks hold, for as long as they hold them), or None when
+        the scenario has no graph.
     """
 
     scenario: Scenario
@@ -184,6 +195,8 @@ class Review:
     remedies: tuple[VariantOutcome, ...] = field(default=())
     sensitivity: tuple[SensitivityRow, ...] = field(default=())
     limits: Limits | None = None
+    escape: EscapeEstimate | None = None
+    graph: GraphAnalysis | None = None
 
     @property
     def classification(self) -> str:
@@ -228,6 +241,8 @@ class Review:
             "recommendations": (
                 list(self.limits.recommendations) if self.limits is not None else []
             ),
+            "escape": self.escape.to_dict() if self.escape is not None else None,
+            "graph": self.graph.to_dict() if self.graph is not None else None,
         }
 
 
@@ -341,6 +356,36 @@ def review_scenario(
         remedies=outcomes,
         sensitivity=rows,
         limits=bounds,
+        escape=escape_time(scenario) if verdict == "metastable" else None,
+        graph=_graph_analysis(scenario),
+    )
+
+
+def _graph_analysis(scenario: Scenario) -> GraphAnalysis | None:
+    """Analyse the scenario's graph, the faults being the tables its locks hold.
+
+    A lock on table ``t`` stalls every table node ``db.t`` of the graph for
+    the longest lock on it; without a lock on a table of the graph, every
+    resource is assessed for a stall that lasts until repaired.
+    """
+    if scenario.graph is None:
+        return None
+    locks: dict[str, float] = {}
+    for event in scenario.events:
+        if isinstance(event, LockEvent):
+            locks[event.table] = max(locks.get(event.table, 0.0), event.duration)
+    locked = [
+        (f"{resource.name}.{table.name}", locks[table.name])
+        for resource in scenario.graph.resources
+        for table in resource.tables
+        if table.name in locks
+    ]
+    if not locked:
+        return analyze_graph(scenario.graph)
+    return analyze_graph(
+        scenario.graph,
+        faults=[name for name, _ in locked],
+        fault_duration=max(duration for _, duration in locked),
     )
 
 

@@ -28,6 +28,10 @@ The file has these tables (every field is documented on its model below):
     every value the facts do not give, with where it comes from.
 ``[[variants]]``
     named changes (remedies) applied on top of the scenario.
+``[graph]`` (optional)
+    the services, resources and calls around the tier, as a service
+    dependency graph (`retrystorm.graph`); the single-tier models above
+    leave it alone.
 
 Dotted paths name a field in assumptions, variants, `Scenario.with_changes` and
 `Scenario.numeric_fields`; items of a list are named by position
@@ -75,6 +79,7 @@ from pydantic import (
     model_validator,
 )
 
+from retrystorm._graph_spec import GraphSpec
 from retrystorm.errors import ScenarioError
 
 __all__ = [
@@ -549,6 +554,9 @@ class Scenario(_Model):
         Values the facts do not give.
     variants
         Named changes (remedies).
+    graph
+        The service dependency graph around the tier (the ``[graph]``
+        table, see `retrystorm.graph.GraphSpec`), or None.
     """
 
     scenario: Header = Field(description="name, horizon (s), time step (s)")
@@ -561,6 +569,9 @@ class Scenario(_Model):
         default=(), description="assumed values"
     )
     variants: tuple[Variant, ...] = Field(default=(), description="named changes")
+    graph: GraphSpec | None = Field(
+        default=None, description="services, resources and calls around the tier"
+    )
 
     @model_validator(mode="after")
     def _check_rules(self) -> Scenario:
@@ -1034,6 +1045,9 @@ def _error_message(error: Mapping[str, Any]) -> str:
         return f"is not a known field (got {error['input']!r})"
     message = str(error["msg"]).removeprefix("Value error, ")
     message = message[:1].lower() + message[1:]
+    if kind == "graph_rule" and error["input"] is None:
+        # A rule of the graph between fields: no single value to echo.
+        return message
     return f"{message} (got {error['input']!r})"
 
 

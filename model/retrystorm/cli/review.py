@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,27 @@ def _print_summary(result: Review) -> None:
             "system does not return to the good state by itself"
         )
     console.print(f"[dim]{result.equilibria.reason}[/]")
+
+
+def _print_escape(result: Review) -> None:
+    """Print the expected time to escape the bad state by chance, if computed."""
+    escape = result.escape
+    if escape is None:
+        return
+    exponent = escape.log10_seconds
+    if exponent < 6.0:
+        when = f"about {escape.expected_seconds:,.3g} s"
+    else:
+        when = f"about 10^{exponent:,.0f} s"
+    if escape.never_in_practice:
+        when += f" (never in practice: 10^{escape.log10_years:,.0f} years)"
+    if escape.method == "birth-death reduction":
+        when += " or longer"
+    console.print(
+        f"[bold]escape by chance:[/] expected {when}, from {escape.from_region} "
+        f"to {escape.to_region}"
+    )
+    console.print(f"[dim]{escape.method}: {escape.accuracy}[/]")
 
 
 def _print_timeline(result: Review) -> None:
@@ -156,6 +178,40 @@ def _print_limits(result: Review) -> None:
     print_recommendations(result.limits)
 
 
+def _print_graph(result: Review, rows: int = 10) -> None:
+    """Print the findings of the scenario's service graph, if it has one."""
+    analysis = result.graph
+    if analysis is None:
+        return
+    counts = Counter(node.classification for node in analysis.nodes)
+    summary = ", ".join(
+        f"{counts[name]} {name}" for name in ("overloaded", "vulnerable", "stable")
+    )
+    console.print(
+        f"[bold]service graph:[/] {analysis.classification} "
+        f"({len(analysis.nodes)} nodes: {summary})"
+    )
+    for line in analysis.findings():
+        console.print(f"- {line}")
+    if not analysis.blast_radii:
+        return
+    radius = analysis.blast_radii[0]
+    console.print(
+        f"blast radius of a {radius.duration:,.4g} s stall of {radius.fault}:"
+    )
+    table = Table()
+    for column in ("service", "requests/s", "touch it", "fail"):
+        table.add_column(column, justify="left" if column == "service" else "right")
+    for loss in radius.losses[:rows]:
+        table.add_row(
+            loss.service,
+            f"{loss.entry_rate:,.4g}",
+            f"{loss.direct_share:.0%}",
+            f"{loss.share:.0%}",
+        )
+    console.print(table)
+
+
 @app.command(help=_HELP)
 def review(  # noqa: PLR0917  (typer maps each option to a parameter)
     scenario: Annotated[
@@ -206,10 +262,12 @@ def review(  # noqa: PLR0917  (typer maps each option to a parameter)
         emit_json(result.to_dict())
         return
     _print_summary(result)
+    _print_escape(result)
     _print_timeline(result)
     _print_equilibria(result)
     _print_remedies(result)
     _print_sensitivity(result)
     _print_limits(result)
+    _print_graph(result)
     if plot is not None:
         console.print(f"plot written to {plot}")
