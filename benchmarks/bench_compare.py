@@ -13,7 +13,9 @@ process:
   a stated accuracy;
 - ``bench_review.py``: the fluid review of the incident against its
   discrete-event simulation to a stated accuracy;
-- ``bench_chain.py``, if present: a CTMC steady state against a dense solver.
+- ``bench_chain.py``: a CTMC steady state against a dense solver;
+- ``bench_graph.py``: the analysis of a graph of 10,000 services, and its
+  loads on one large cycle against dense and sparse LU solves.
 
 Each script prints its machine, versions and ratios and writes
 ``benchmarks/results/<name>.json``; then ``report.py`` rebuilds the table in
@@ -31,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # The benchmarks, in the order they run.
-BENCHMARKS = ("erlang", "sweep", "erlang_a", "review", "chain")
+BENCHMARKS = ("erlang", "sweep", "erlang_a", "review", "chain", "graph")
 
 
 def run(name: str) -> bool:

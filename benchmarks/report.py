@@ -28,7 +28,7 @@ README = HERE / "README.md"
 PROJECT_README = HERE.parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # Files in the order their rows appear; any other results file follows.
-ORDER = ("erlang", "sweep", "erlang_a", "review", "chain")
+ORDER = ("erlang", "sweep", "erlang_a", "review", "chain", "graph")
 
 
 def erlang_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import math
 import tomllib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import networkx as nx
 import numpy as np
 import scipy.sparse
+import scipy.sparse.csgraph
 import scipy.sparse.linalg
 from numpy.typing import NDArray
 from pydantic import ValidationError
@@ -431,11 +432,20 @@ class _Structure:
     in_edges: list[list[int]]
     components: list[list[int]]
     cyclic: list[bool]
+    layered: dict[int, tuple[list[int], list[int]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def size(self) -> int:
         """Number of nodes."""
         return len(self.names)
+
+    def layers(self, index: int) -> tuple[list[int], list[int]]:
+        """Return the ``index``-th component in layers (see `_layers_of`)."""
+        if index not in self.layered:
+            self.layered[index] = _layers_of(self, self.components[index])
+        return self.layered[index]
 
 
 class ServiceGraph:
@@ -619,6 +629,101 @@ def _flatten(graph: nx.DiGraph[str]) -> _Structure:
         components=components,
         cyclic=cyclic,
     )
+
+
+# A cycle of fewer nodes is swept one node at a time, in its depth-first order;
+# a larger one is cut into layers first.
+_LAYERED_NODES = 16
+
+
+def _layers_of(st: _Structure, component: list[int]) -> tuple[list[int], list[int]]:
+    """Return a cyclic component's nodes in layers, callees first, and the bounds.
+
+    Layer ``i`` is ``nodes[bounds[i]:bounds[i + 1]]``. The lightest calls
+    (fewest per request) are set aside until the others form no cycle; a
+    node's layer is then its level under the others (`_acyclic_split`), so no
+    node calls another of its own layer and a sweep layer by layer carries
+    a change along every call but those set aside in one pass. Small
+    components keep their depth-first order, one node per layer.
+    """
+    size = len(component)
+    if size < _LAYERED_NODES:
+        return component, list(range(size + 1))
+    position = {v: i for i, v in enumerate(component)}
+    calls = [
+        (position[v], position[st.dst[e]], st.per_request[e])
+        for v in component
+        for e in st.out_edges[v]
+        if st.dst[e] in position and st.dst[e] != v
+    ]
+    _, level = _acyclic_split(
+        size,
+        np.array([c[0] for c in calls], dtype=np.intp),
+        np.array([c[1] for c in calls], dtype=np.intp),
+        np.array([c[2] for c in calls]),
+    )
+    order = np.lexsort((np.arange(size), level))
+    bounds = np.searchsorted(level[order], np.arange(level.max() + 2))
+    return [component[i] for i in order.tolist()], bounds.tolist()
+
+
+def _acyclic_split(
+    size: int,
+    caller: NDArray[np.intp],
+    callee: NDArray[np.intp],
+    weight: NDArray[np.float64],
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Return the calls kept acyclic and each node's level under them.
+
+    The lightest calls are set aside, the shortest run of them after which
+    the others form no cycle (a binary search on its length); a call of a
+    node to itself is always kept. A node's level is the longest chain of
+    kept calls from it down to a node without any, so every kept call goes
+    to a lower level.
+    """
+    looped = caller == callee
+    lightest = np.flatnonzero(~looped)[np.argsort(weight[~looped], kind="stable")]
+    low, high = 0, len(lightest)
+    while low < high:
+        middle = (low + high) // 2
+        kept = lightest[middle:]
+        if _acyclic(size, caller[kept], callee[kept]):
+            high = middle
+        else:
+            low = middle + 1
+    kept = lightest[low:]
+    level = _longest_chains(size, caller[kept], callee[kept])
+    return np.sort(np.r_[kept, np.flatnonzero(looped)]), level
+
+
+def _acyclic(size: int, caller: NDArray[np.intp], callee: NDArray[np.intp]) -> bool:
+    """Return whether calls between ``size`` nodes (none to itself) form no cycle."""
+    matrix = scipy.sparse.csr_matrix(
+        (np.ones(len(caller)), (caller, callee)), shape=(size, size)
+    )
+    count, _ = scipy.sparse.csgraph.connected_components(
+        matrix, directed=True, connection="strong"
+    )
+    return bool(count == size)
+
+
+def _longest_chains(
+    size: int, caller: NDArray[np.intp], callee: NDArray[np.intp]
+) -> NDArray[np.intp]:
+    """Return the most calls on a chain from each node down (calls acyclic)."""
+    callers: list[list[int]] = [[] for _ in range(size)]
+    for u, w in zip(caller.tolist(), callee.tolist(), strict=True):
+        callers[w].append(u)
+    waiting = np.bincount(caller, minlength=size).tolist()
+    level = [0] * size
+    ready = [v for v in range(size) if waiting[v] == 0]
+    for w in ready:
+        for u in callers[w]:
+            level[u] = max(level[u], level[w] + 1)
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    return np.asarray(level, dtype=np.intp)
 
 
 def _as_graph(graph: ServiceGraph | GraphSpec) -> ServiceGraph:
@@ -982,9 +1087,11 @@ class GraphAnalysis:
         ]
         for radius in self.blast_radii[:1]:
             filled = ", ".join(s.node for s in radius.saturated[:limit]) or "nothing"
+            count = len(radius.losses)
             lines.append(
                 f"a stall of {radius.fault} fails {radius.lost_rate:.4g} requests/s "
-                f"across {len(radius.losses)} entry services (it fills {filled})"
+                f"across {count} entry service{'' if count == 1 else 's'} "
+                f"(it fills {filled})"
             )
         lines += [
             f"{s.node} sits behind {s.layers:.0f} retrying layers "
@@ -1034,14 +1141,43 @@ class GraphAnalysis:
 # ---------------------------------------------------------------------------
 
 
+# A cyclic component of at most this many nodes is solved by a sparse LU
+# factorisation; a larger one by the certified iteration of `_iterative_solve`
+# first, whose cost does not depend on the fill-in of a factorisation.
+_DIRECT_NODES = 1_000
+# The iterative solution is kept where its estimated error is below this
+# share of every value (far below the digits reported); otherwise the
+# factorisation decides.
+_ITERATIVE_TOLERANCE = 1e-10
+# Power steps spent looking for a proof that the spectral radius is 1 or more.
+_POWER_STEPS = 500
+# Steps of the splitting iteration allowed per solution, and in a row that
+# grow before it is given up as divergent.
+_SPLITTING_STEPS = 2_000
+_RISING_STEPS = 50
+# A bound proven in floating point must clear 1 by this share of the values.
+_CERTAIN_MARGIN = 1e-9
+# A difference computed in floating point is trusted beyond this share of the
+# terms it subtracts (a generous multiple of the rounding of sparse products).
+_ROUNDING = 1e-12
+
+
 def _solve_component(
-    size: int, entries: list[tuple[int, int, float]], rhs: list[float]
+    size: int,
+    entries: list[tuple[int, int, float]],
+    rhs: list[float],
+    *,
+    direct_nodes: int | None = None,
 ) -> tuple[list[float], bool]:
     """Solve ``x = rhs + B x`` on one strongly connected component.
 
     Returns the solution and whether it exists (the spectral radius of the
     non-negative matrix ``B`` is below 1); when it does not, every value is
-    ``inf`` if anything flows in and 0 otherwise.
+    ``inf`` if anything flows in and 0 otherwise. Components larger than
+    ``direct_nodes`` (default ``_DIRECT_NODES``) are tried iteratively first
+    (`_iterative_solve`): whether the solution exists is proven, its error
+    estimated below ``_ITERATIVE_TOLERANCE`` of every value; the LU
+    factorisation decides wherever that fails.
 
     Notes
     -----
@@ -1055,9 +1191,18 @@ def _solve_component(
         return [math.inf] * size, True
     rows, cols, values = zip(*entries, strict=True) if entries else ((), (), ())
     matrix = scipy.sparse.csc_matrix((values, (rows, cols)), shape=(size, size))
+    load = np.asarray(rhs, dtype=float)
+    threshold = _DIRECT_NODES if direct_nodes is None else direct_nodes
+    if size > threshold and np.all(np.isfinite(load)):
+        outcome = _iterative_solve(matrix.tocsr(), load)
+        if outcome is not None:
+            x, bounded = outcome
+            if bounded:
+                return x.tolist(), True
+            return [math.inf if inflow else 0.0] * size, False
     system = (scipy.sparse.identity(size, format="csc") - matrix).tocsc()
     # One factorisation serves the test vector of ones and the loads.
-    both = np.column_stack([np.ones(size), np.asarray(rhs, dtype=float)])
+    both = np.column_stack([np.ones(size), load])
     try:
         solved = scipy.sparse.linalg.splu(system).solve(both)
     except RuntimeError:
@@ -1067,6 +1212,134 @@ def _solve_component(
     if not (np.all(np.isfinite(z)) and np.all(z > 0.0)):
         return [math.inf if inflow else 0.0] * size, False
     return [max(v, 0.0) for v in x.tolist()], True
+
+
+def _iterative_solve(
+    matrix: scipy.sparse.csr_matrix, rhs: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], bool] | None:
+    """Solve ``x = rhs + B x`` by iteration, or return None where unproven.
+
+    Returns the solution and True where ``rho(B) < 1`` is proven and the
+    iteration settled (`_splitting_iteration`); an empty array and False
+    where ``rho(B) >= 1`` is proven; None otherwise.
+
+    Notes
+    -----
+    Service graphs are nearly acyclic: setting aside a few light calls
+    (`_acyclic_split`) leaves ``B = F + K`` with ``F`` acyclic, so
+    ``M = I - F`` is triangular in level order and solved exactly without
+    fill (its diagonal, ``1 - B_ii``, is positive: a diagonal entry of 1 or
+    more proves ``rho(B) >= 1`` at once). ``I - B = M - K`` is a regular
+    splitting (``M^-1 >= 0``, ``K >= 0``), so ``rho(B) < 1`` exactly when
+    ``rho(M^-1 K) < 1`` ([Varga2000], section 3.6), and then the iteration
+    ``x <- M^-1 (rhs + K x)`` converges. For any ``y > 0``,
+    ``min_i (By)_i / y_i <= rho(B) <= max_i (By)_i / y_i``
+    ([HornJohnson2013], theorem 8.1.26): the iterate ``z`` for ``rhs = 1``
+    with ``z - Bz > 0`` proves ``rho(B) < 1``; where it fails, power steps
+    with ``M^-1 K`` look for a vector that proves ``rho(B) >= 1`` by the
+    same bound.
+    """
+    size = matrix.shape[0]
+    if np.any(matrix.diagonal() >= 1.0):
+        # rho(B) is at least any diagonal entry of a non-negative B.
+        return np.empty(0), False
+    coo = matrix.tocoo()
+    kept, level = _acyclic_split(size, coo.row, coo.col, coo.data)
+    aside = np.setdiff1d(np.arange(len(coo.data)), kept)
+    order = np.lexsort((np.arange(size), level))
+    rank = np.empty(size, dtype=np.intp)
+    rank[order] = np.arange(size)
+    triangle = scipy.sparse.identity(size, format="csc") - scipy.sparse.csc_matrix(
+        (coo.data[kept], (rank[coo.row[kept]], rank[coo.col[kept]])), shape=(size, size)
+    )
+    # In level order the kept calls lie below the diagonal: no pivoting, no fill.
+    factor = scipy.sparse.linalg.splu(
+        triangle, permc_spec="NATURAL", diag_pivot_thresh=0.0
+    )
+
+    def solve_triangle(v: NDArray[np.float64]) -> NDArray[np.float64]:
+        return factor.solve(v[order])[rank]  # type: ignore[no-any-return]
+
+    aside_matrix = scipy.sparse.csr_matrix(
+        (coo.data[aside], (coo.row[aside], coo.col[aside])), shape=(size, size)
+    )
+
+    def iterate(v: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        return _splitting_iteration(solve_triangle, aside_matrix, v)
+
+    z = iterate(np.ones(size))
+    if z is None or not _certifies(matrix, z):
+        proven = _powers_reach_one(lambda v: solve_triangle(aside_matrix @ v), size)
+        return (np.empty(0), False) if proven else None
+    if not np.any(rhs > 0.0):
+        return np.zeros(size), True
+    x = iterate(rhs)
+    return None if x is None else (x, True)
+
+
+def _certifies(matrix: scipy.sparse.csr_matrix, z: NDArray[np.float64]) -> bool:
+    """Return whether ``z > 0`` and ``z - Bz > 0`` beyond rounding (rho(B) < 1)."""
+    image = matrix @ z
+    return bool(np.all(z > 0.0) and np.all(z - image > _ROUNDING * (z + image)))
+
+
+def _splitting_iteration(
+    solve_triangle: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+    aside: scipy.sparse.csr_matrix,
+    rhs: NDArray[np.float64],
+) -> NDArray[np.float64] | None:
+    """Iterate ``x <- M^-1 (rhs + K x)`` from 0 until it settles, or return None.
+
+    With ``M^-1`` and ``K`` non-negative and ``rhs >= 0`` every step only adds
+    non-negative terms: the iterates rise to the solution with no
+    cancellation, at the rate ``gamma = rho(M^-1 K)``. It stops when the
+    remaining error, estimated as ``step * gamma / (1 - gamma)`` from the
+    ratio of successive steps, is below ``_ITERATIVE_TOLERANCE`` of every
+    value; None if that does not happen within ``_SPLITTING_STEPS`` steps.
+    """
+    x = solve_triangle(rhs)
+    previous, rising = None, 0
+    for _ in range(_SPLITTING_STEPS):
+        following = solve_triangle(rhs + aside @ x)
+        step = following - x
+        x = following
+        if not np.all(np.isfinite(x)):
+            return None
+        if not np.any(step > 0.0):
+            return x
+        if previous is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gamma = float(np.max(np.where(step > 0.0, step / previous, 0.0)))
+            if gamma < 1.0 and np.all(
+                step * gamma / (1.0 - gamma) <= _ITERATIVE_TOLERANCE * x
+            ):
+                return x
+            # Steps that keep growing: most likely rho(M^-1 K) >= 1.
+            rising = rising + 1 if gamma >= 1.0 else 0
+            if rising > _RISING_STEPS:
+                return None
+        previous = step
+    return None
+
+
+def _powers_reach_one(
+    step: Callable[[NDArray[np.float64]], NDArray[np.float64]], size: int
+) -> bool:
+    """Return whether power steps find ``y > 0`` with ``step(y) >= y``.
+
+    ``step`` applies a non-negative matrix ``G``; such a ``y`` proves
+    ``rho(G) >= 1`` (the Collatz-Wielandt bound, [HornJohnson2013], theorem
+    8.1.26). A margin of ``_CERTAIN_MARGIN`` covers rounding.
+    """
+    y = np.ones(size)
+    for _ in range(_POWER_STEPS):
+        image = step(y)
+        if not np.all(image > 0.0):
+            return False
+        if np.min(image / y) >= 1.0 + _CERTAIN_MARGIN:
+            return True
+        y = image / np.max(image)
+    return False
 
 
 def _linear_sweep(
@@ -2266,8 +2539,9 @@ _SHARE_TOLERANCE = 1e-10
 # A fixed point on a cycle that has not settled after this many sweeps stops
 # with a warning (shares converge geometrically, times within the cycle's size).
 _MAX_SWEEPS = 10_000
-# Faults are assessed a batch of columns at a time so that no array of a
-# batch holds more than about this many values.
+# Faults are assessed a batch of columns at a time so that no per-node array
+# of a batch holds more than about this many values (calls are visited a node
+# or a layer of a cycle at a time, so no array spans all calls).
 _BATCH_VALUES = 2_000_000
 
 
@@ -2408,13 +2682,12 @@ def _sweep_stalls(
         start=np.full((size, width), math.inf),
         touched=np.zeros(size, dtype=bool),
     )
-    for component, cyclic in zip(
-        reversed(st.components), reversed(st.cyclic), strict=True
-    ):
+    for index in reversed(range(len(st.components))):
+        component = st.components[index]
         if not relevant[component[0]]:
             continue
-        if cyclic:
-            _settle_stalled_cycle(stalls, component)
+        if st.cyclic[index]:
+            _settle_stalled_cycle(stalls, index)
         else:
             _settle_stalled_node(stalls, component[0])
     return stalls
@@ -2486,23 +2759,51 @@ def _fills(
 
 
 @dataclass(frozen=True)
-class _CycleCalls:
-    """The calls inside one cycle, sorted by caller, as arrays."""
+class _Layer:
+    """One layer of a cycle: its nodes, its calls, and how the calls group.
 
-    caller: NDArray[np.intp]
+    Nodes ``start:stop`` (positions in layer order) make calls
+    ``first:last``; ``heads`` are the positions, within the layer's calls,
+    where each calling node's calls begin, ``callers`` those nodes (relative
+    to ``start``), and ``powered`` the calls made at least once per request.
+    """
+
+    start: int
+    stop: int
+    first: int
+    last: int
+    heads: NDArray[np.intp]
+    callers: NDArray[np.intp]
+    powered: NDArray[np.intp]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every node of the layer makes a call inside the cycle."""
+        return len(self.callers) == self.stop - self.start
+
+
+@dataclass(frozen=True)
+class _CycleCalls:
+    """The calls inside one cycle as arrays, by caller in layer order.
+
+    ``nodes`` lists the component in layer order (`_Structure.layers`);
+    ``callee`` holds positions in that order.
+    """
+
+    nodes: list[int]
     callee: NDArray[np.intp]
     whole: NDArray[np.float64]
     part: NDArray[np.float64]
-    firsts: NDArray[np.intp]
-    callers: NDArray[np.intp]
+    layers: list[_Layer]
 
 
-def _cycle_calls(st: _Structure, component: list[int]) -> _CycleCalls:
-    """Return the calls between the nodes of a component (local indices)."""
-    position = {v: i for i, v in enumerate(component)}
+def _cycle_calls(st: _Structure, index: int) -> _CycleCalls:
+    """Return the calls between the nodes of the ``index``-th component."""
+    nodes, bounds = st.layers(index)
+    position = {v: i for i, v in enumerate(nodes)}
     pairs = [
         (position[v], position[st.dst[e]], st.per_request[e])
-        for v in component
+        for v in nodes
         for e in st.out_edges[v]
         if st.dst[e] in position
     ]
@@ -2510,118 +2811,180 @@ def _cycle_calls(st: _Structure, component: list[int]) -> _CycleCalls:
     callee = np.array([p[1] for p in pairs], dtype=np.intp)
     calls = np.array([p[2] for p in pairs])
     whole = np.floor(calls)
-    firsts = np.flatnonzero(np.r_[True, caller[1:] != caller[:-1]])
+    cuts = np.searchsorted(caller, bounds)
+    layers = []
+    for start, stop, first, last in zip(
+        bounds[:-1], bounds[1:], cuts[:-1].tolist(), cuts[1:].tolist(), strict=True
+    ):
+        own = caller[first:last]
+        heads = np.flatnonzero(np.r_[True, own[1:] != own[:-1]]) if len(own) else own
+        layers.append(
+            _Layer(
+                start=start,
+                stop=stop,
+                first=first,
+                last=last,
+                heads=heads,
+                callers=own[heads] - start,
+                powered=np.flatnonzero(whole[first:last] > 0.0),
+            )
+        )
     return _CycleCalls(
-        caller=caller,
+        nodes=nodes,
         callee=callee,
         whole=whole[:, None],
         part=(calls - whole)[:, None],
-        firsts=firsts,
-        callers=caller[firsts],
+        layers=layers,
     )
 
 
-def _inner_miss(calls: _CycleCalls, hit: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Return, per node, the chance that all its calls inside the cycle miss.
-
-    ``hit`` holds the callees' shares; a call made ``k`` times per request
-    misses with ``(1 - q)^floor(k) (1 - (k - floor(k)) q)`` (see `_miss`).
-    """
-    q = hit[calls.callee]
-    with np.errstate(invalid="ignore"):
-        # 0 ** 0 is 1: a share-less call (k < 1) never misses for lack of calls.
-        factor = np.where(calls.whole > 0.0, (1.0 - q) ** calls.whole, 1.0)
-    factor *= 1.0 - calls.part * q
-    miss = np.ones_like(hit)
-    miss[calls.callers] = np.multiply.reduceat(factor, calls.firsts, axis=0)
-    return miss
-
-
-def _share_fixed_point(
+def _sweep_shares(
     calls: _CycleCalls,
     outer_miss: NDArray[np.float64],
     fixed: NDArray[np.bool_],
     share: NDArray[np.float64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Iterate ``q = 1 - outer_miss * inner_miss(q)`` up from ``share``.
+    given: NDArray[np.float64],
+) -> None:
+    """Update ``q = 1 - outer_miss * inner_miss(q)`` layer by layer, in place.
 
-    Entries in ``fixed`` stay 1. Returns the settled shares and the shares
-    the callees alone give (before ``fixed`` is applied). The map is
-    monotone, so iterating from below reaches its least fixed point.
+    ``given`` receives the shares the callees alone give; where ``fixed``
+    the share is 1. A call made ``k`` times per request misses with
+    ``(1 - q)^floor(k) (1 - (k - floor(k)) q)`` (see `_miss`); a layer's
+    nodes read the shares of earlier layers from this sweep (Gauss-Seidel).
     """
-    share = np.where(fixed, 1.0, share)
-    for _ in range(_MAX_SWEEPS):
-        given = 1.0 - outer_miss * _inner_miss(calls, share)
-        settled = np.where(fixed, 1.0, given)
-        done = bool(np.all(np.abs(settled - share) <= _SHARE_TOLERANCE))
-        share = settled
-        if done:
-            return share, given
-    _warn_unsettled(len(share))
-    return share, given
+    for layer in calls.layers:
+        start, stop, first, last = layer.start, layer.stop, layer.first, layer.last
+        q = share[calls.callee[first:last]]
+        factor = 1.0 - calls.part[first:last] * q
+        if len(layer.powered):
+            powered = layer.powered
+            factor[powered] *= (1.0 - q[powered]) ** calls.whole[first:last][powered]
+        if layer.complete:
+            miss = np.multiply.reduceat(factor, layer.heads, axis=0)
+        else:
+            miss = np.ones((stop - start, share.shape[1]))
+            if len(layer.callers):
+                miss[layer.callers] = np.multiply.reduceat(factor, layer.heads, axis=0)
+        given[start:stop] = 1.0 - outer_miss[start:stop] * miss
+        share[start:stop] = np.where(fixed[start:stop], 1.0, given[start:stop])
 
 
-def _warn_unsettled(size: int) -> None:
-    """Warn that values on a cycle did not settle."""
-    warnings.warn(
-        f"values on a cycle of {size} nodes did not settle; "
-        "the results on it are approximate",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+def _sweep_stuck_times(
+    calls: _CycleCalls,
+    *,
+    reached: NDArray[np.bool_],
+    outer_start: NDArray[np.float64],
+    failing: NDArray[np.bool_],
+    saturated: NDArray[np.bool_],
+    fill: NDArray[np.float64],
+    times: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
+) -> bool:
+    """Relax the times at which requests get stuck, layer by layer, in place.
+
+    ``times`` holds, per node and stall, the earliest time its requests get
+    stuck (``start``: from outside, ``outer_start``, or from a callee they
+    reach, ``reached``), the time it fails (``since``: a saturated node
+    ``fill`` after its start) and the time its own requests are stuck
+    (``since`` where it fails, ``start`` elsewhere). Returns whether any
+    time changed.
+    """
+    start, since, stuck = times
+    changed = False
+    for layer in calls.layers:
+        begin, end, first, last = layer.start, layer.stop, layer.first, layer.last
+        callee = calls.callee[first:last]
+        reach = np.where(reached[callee], stuck[callee], math.inf)
+        earliest = outer_start[begin:end].copy()
+        if len(layer.callers):
+            inner = np.minimum.reduceat(reach, layer.heads, axis=0)
+            earliest[layer.callers] = np.minimum(earliest[layer.callers], inner)
+        failed = np.where(
+            saturated[begin:end], earliest + fill[begin:end], since[begin:end]
+        )
+        if np.array_equal(earliest, start[begin:end]) and np.array_equal(
+            failed, since[begin:end]
+        ):
+            continue
+        changed = True
+        start[begin:end], since[begin:end] = earliest, failed
+        stuck[begin:end] = np.where(failing[begin:end], failed, earliest)
+    return changed
 
 
-def _settle_stalled_cycle(stalls: _Stalls, component: list[int]) -> None:
+def _settle_stalled_cycle(stalls: _Stalls, index: int) -> None:
     """Settle the nodes of a cycle together, from their settled callees outside.
 
-    Shares are the least fixed point of the miss equations; a node whose
-    slots fill at the settled shares fails, which can raise the shares of its
-    callers in turn, until no more fills. The times at which requests get
-    stuck are the shortest over the calls that carry stuck requests
-    (Bellman-Ford sweeps, at most one per node).
+    Shares are the least fixed point of the miss equations, approached from
+    below by sweeps over the cycle's layers. A node whose slots fill at the
+    shares so far fails, which raises the shares of its callers in turn:
+    filling only grows with the shares, and the sweeps never pass the least
+    fixed point, so the nodes that fail are those that fail there. The times
+    at which requests get stuck are the shortest over the calls that carry
+    stuck requests (Bellman-Ford sweeps, at most one per node).
     """
     st, width = stalls.st, stalls.share.shape[1]
+    calls = _cycle_calls(st, index)
+    component = calls.nodes
     members = set(component)
     outer = [_from_callees(stalls, v, members) for v in component]
-    outer_direct = np.array([o[0] for o in outer])
-    outer_share = np.array([o[1] for o in outer])
+    outer_miss = np.hstack(
+        [np.array([o[0] for o in outer]), np.array([o[1] for o in outer])]
+    )
     outer_start = np.array([o[2] for o in outer])
     stalled = np.zeros((len(component), width), dtype=bool)
     for i, v in enumerate(component):
         stalled[i, stalls.columns.get(v, [])] = True
-    calls = _cycle_calls(st, component)
 
-    # Shares: touching the stalled node, then failing with saturated nodes.
-    direct, _ = _share_fixed_point(
-        calls, outer_direct, stalled, np.zeros_like(outer_direct)
-    )
-    failing, share = stalled.copy(), np.zeros_like(outer_share)
-    while True:
-        share, given = _share_fixed_point(calls, outer_share, failing, share)
-        fills, fill = _fills(stalls, component, given, failing)
-        if not np.any(fills):
+    # Shares: touching the stalled node (left half of the columns), and
+    # failing once saturated nodes count (right half), swept together.
+    fixed = np.hstack([stalled, stalled])
+    share, given = np.zeros_like(outer_miss), np.zeros_like(outer_miss)
+    for _ in range(_MAX_SWEEPS):
+        before = share.copy()
+        _sweep_shares(calls, outer_miss, fixed, share, given)
+        fills, fill = _fills(stalls, component, given[:, width:], fixed[:, width:])
+        fixed[:, width:] |= fills
+        share[:, width:][fills] = 1.0
+        if not np.any(fills) and np.all(np.abs(share - before) <= _SHARE_TOLERANCE):
             break
-        failing |= fills
+    else:
+        _warn_unsettled(len(component))
+    failing = fixed[:, width:]
     saturated = failing & ~stalled
+    direct, share = share[:, :width], share[:, width:]
 
     # Times: a failing node is stuck from its start plus its filling time.
-    start = outer_start
     since = np.where(stalled, 0.0, math.inf)
+    times = (outer_start.copy(), since, np.where(failing, since, outer_start))
+    reached = share > 0.0
     for _ in range(len(component) + 1):
-        stuck = np.where(failing, since, start)
-        reach = np.where(share[calls.callee] > 0.0, stuck[calls.callee], math.inf)
-        inner = np.full_like(start, math.inf)
-        inner[calls.callers] = np.minimum.reduceat(reach, calls.firsts, axis=0)
-        start_next = np.minimum(outer_start, inner)
-        since_next = np.where(saturated, start_next + fill, since)
-        if np.array_equal(start_next, start) and np.array_equal(since_next, since):
+        if not _sweep_stuck_times(
+            calls,
+            reached=reached,
+            outer_start=outer_start,
+            failing=failing,
+            saturated=saturated,
+            fill=fill,
+            times=times,
+        ):
             break
-        start, since = start_next, since_next
+    start, since, _ = times
 
     stalls.direct[component], stalls.share[component] = direct, share
     stalls.failing[component] = failing
     stalls.since[component], stalls.start[component] = since, start
     stalls.touched[component] = np.any(share > 0.0, axis=1)
+
+
+def _warn_unsettled(size: int) -> None:
+    """Warn that values on a cycle did not settle."""
+    # Stack: here, the cycle, the batch, all batches, the public function.
+    warnings.warn(
+        f"values on a cycle of {size} nodes did not settle; "
+        "the results on it are approximate",
+        RuntimeWarning,
+        stacklevel=6,
+    )
 
 
 def _miss(miss: NDArray[np.float64], hit: NDArray[np.float64], calls: float) -> None:
@@ -2644,7 +3007,7 @@ def _blast_radii(
 ) -> list[BlastRadius]:
     """Return the blast radius of a stall of each fault lasting ``duration`` s."""
     plan = _stall_plan(st)
-    batch = max(1, _BATCH_VALUES // max(st.size, len(st.src), 1))
+    batch = max(1, _BATCH_VALUES // max(st.size, 1))
     radii: list[BlastRadius] = []
     for first in range(0, len(faults), batch):
         chunk = faults[first : first + batch]

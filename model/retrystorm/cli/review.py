@@ -92,7 +92,7 @@ def _print_escape(result: Review) -> None:
     if escape.never_in_practice:
         when += f" (never in practice: 10^{escape.log10_years:,.0f} years)"
     if escape.method == "birth-death reduction":
-        when += " or longer"
+        when += ", in order of magnitude (the exponent is a lower estimate)"
     console.print(
         f"[bold]escape by chance:[/] expected {when}, from {escape.from_region} "
         f"to {escape.to_region}"
