@@ -94,7 +94,9 @@ def random_graph(
         {
             "caller": f"s{u}",
             "callee": f"s{v}",
-            "calls_per_request": float(rng.uniform(0.05, 0.4)),
+            # About 0.8 calls down per request in all: loads stay finite on
+            # the cycles the calls back close (more, and they do not).
+            "calls_per_request": float(rng.uniform(0.02, 0.3)),
             "timeout": float(rng.choice([0.5, 2.0, 10.0, math.inf])),
             "max_retries": int(rng.choice([0, 0, 0, 1, 2, 3])),
         }
@@ -148,7 +150,7 @@ def analyse(
     graph, build = timed(lambda: ServiceGraph(spec))
     _, structure = timed(lambda: graph._structure)
     analysis, full = timed(lambda: analyze_graph(graph))
-    largest = max((len(c.nodes) for c in analysis.cycles), default=1)
+    largest = max((len(c.nodes) for c in analysis.cycles), default=0)
     return {
         "services": len(data["services"]),
         "resources": len(data["resources"]),
@@ -194,12 +196,20 @@ def loads_against_peers(services: int, calls: int) -> dict[str, Any]:
 
     return {
         "unknowns": st.size,
+        "finite": bool(np.all(np.isfinite(ours_vector))),
         "retrystorm_seconds": ours,
         "sparse_seconds": sparse_seconds,
         "dense_seconds": dense_seconds,
         "sparse_difference": difference(sparse),
         "dense_difference": difference(dense),
     }
+
+
+def agreement(peers: dict[str, Any], key: str) -> str:
+    """The accuracy cell: how far apart the loads are, or why they cannot agree."""
+    if not peers["finite"]:
+        return "retrystorm proves the loads unbounded; the LU solve returns numbers"
+    return f"largest relative difference {peers[key]:.1e}"
 
 
 def main() -> None:
@@ -255,8 +265,7 @@ def main() -> None:
                 "alternative": "dense LU (numpy.linalg.solve)",
                 "alternative_seconds": peers["dense_seconds"],
                 "ratio": peers["dense_seconds"] / peers["retrystorm_seconds"],
-                "accuracy": "largest relative difference "
-                f"{peers['dense_difference']:.1e}",
+                "accuracy": agreement(peers, "dense_difference"),
                 "note": "retrystorm also proves the loads finite",
             },
             {
@@ -267,8 +276,7 @@ def main() -> None:
                 "alternative": "sparse LU (scipy.sparse.linalg.spsolve)",
                 "alternative_seconds": peers["sparse_seconds"],
                 "ratio": peers["sparse_seconds"] / peers["retrystorm_seconds"],
-                "accuracy": "largest relative difference "
-                f"{peers['sparse_difference']:.1e}",
+                "accuracy": agreement(peers, "sparse_difference"),
                 "note": "retrystorm also proves the loads finite",
             },
             {
@@ -300,8 +308,13 @@ def main() -> None:
                 + r["analysis_seconds"],
                 "note": f"validate {r['validate_seconds']:.1f} s, build "
                 f"{r['build_seconds']:.1f} s, analyse {r['analysis_seconds']:.1f} s "
-                f"({r['blast_radii']} blast radii); largest cycle "
-                f"{r['largest_cycle']:,} services; peak memory "
+                f"({r['blast_radii']} blast radii); "
+                + (
+                    f"largest cycle {r['largest_cycle']:,} services"
+                    if r["largest_cycle"]
+                    else "no cycle"
+                )
+                + "; peak memory "
                 f"{r['peak_mib']:,.0f} MiB",
             }
             for label, r in runs.items()

@@ -52,7 +52,7 @@ import numpy as np
 import retrystorm
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
-from retrystorm import ErlangA, MMc, MMcD, MMcK
+from retrystorm import ErlangA, MMc, MMcD, MMcK, RetryChain
 from retrystorm import simulation as simulation_module
 from retrystorm.equilibria import (
     EquilibriumReport,
@@ -70,6 +70,8 @@ from retrystorm.fluid import (
     saturated_service_rate,
     saturated_wait,
 )
+from retrystorm.graph import analyze_graph, graph_from_scenario
+from retrystorm.limits import compute_limits
 from retrystorm.review import Review, VariantOutcome, review_scenario
 from retrystorm.scenario import Scenario, default_scenario
 from retrystorm.simulation import ReplicationSummary, replicate, simulate_events
@@ -686,15 +688,16 @@ def mechanism_note(base: Scenario, report: EquilibriumReport) -> str:
 
 
 def graph_values(base: Scenario, values: Values) -> None:
-    """The incident's tier as a dependency graph: the static findings."""
-    try:
-        graph = importlib.import_module("retrystorm.graph")
-    except ImportError:
-        values.put("graph.findings", "- not yet available in this version")
-        return
-    analysis = graph.analyze_graph(graph.single_tier_graph(base))
-    findings = analysis.findings()
-    values.put("graph.findings", listing(f"{line}." for line in findings))
+    """The incident's products as a dependency graph: the static findings."""
+    spec = graph_from_scenario(base)
+    analysis = analyze_graph(spec)
+    services = sum(1 for node in analysis.nodes if node.kind == "service")
+    values.put(
+        "graph.size",
+        f"{count(services)} services and {count(len(analysis.nodes) - services)} "
+        f"pools, databases and tables, joined by {count(len(spec.calls))} calls",
+    )
+    values.put("graph.findings", listing(f"{line}." for line in analysis.findings()))
 
 
 # -- theorems ------------------------------------------------------------------------
@@ -817,6 +820,7 @@ def verdict_values(review: Review, values: Values) -> None:
     values.put("incident.peak_queue", count(review.peak_queue))
     values.put("incident.peak_time", num(review.peak_time))
     values.put("incident.verdict_paragraph", verdict_paragraph(review))
+    values.put("incident.escape", escape_sentence(review))
     values.put("incident.postmortem", postmortem_paragraph(review))
     values.put("incident.margin", margin_paragraph(review))
     timeline = [
@@ -825,6 +829,30 @@ def verdict_values(review: Review, values: Values) -> None:
     ]
     values.put("incident.timeline", listing(timeline))
     del scenario, trajectory
+
+
+def escape_sentence(review: Review) -> str:
+    """How long the stuck system would take to escape by chance, if it is stuck."""
+    escape = review.escape
+    if escape is None:
+        return ""
+    if escape.method == "exact chain":
+        how = "solving the hitting-time equations of its Markov chain"
+        size = f"about {sci(escape.expected_seconds)} s"
+    else:
+        how = (
+            "a one-dimensional birth-death reduction of its Markov chain, "
+            "good for the order of the exponent only"
+        )
+        size = f"of the order of 10^{count(escape.log10_seconds)} s"
+    years = ""
+    if escape.never_in_practice:
+        years = f" (10^{count(escape.log10_years)} years: never, in practice)"
+    return (
+        "Chance does not rescue it either: the expected time to leave the bad "
+        f"state by a lucky run of fluctuations, from {escape.from_region} to "
+        f"{escape.to_region}, is {size}{years}, by {how} (`retrystorm.escape`)."
+    )
 
 
 def _window_phrase(review: Review) -> str:
@@ -1196,27 +1224,13 @@ def sensitivity_summary(review: Review) -> str:
 
 
 def task_incident(sensitivity: bool) -> tuple[Review, Any]:
-    """The review of the original settings, and their design limits (or None)."""
+    """The review of the original settings, and their design limits."""
     review = task_review(None, sensitivity)
-    try:
-        module = importlib.import_module("retrystorm.limits")
-    except ImportError:
-        return review, None
-    return review, module.compute_limits(incident(), equilibria=review.equilibria)
+    return review, compute_limits(incident(), equilibria=review.equilibria)
 
 
 def limits_values(limits: Any, lock: Any, values: Values) -> dict[str, float | None]:
     """The limits table and recommendations; the limits by name for the figures."""
-    if limits is None:
-        values.put(
-            "limits.paragraph",
-            "**Not yet available in this version:** the design limits "
-            "(`retrystorm.limits`) are not part of the library this paper was "
-            "built from, so no limit is quoted here or drawn in Section 4.",
-        )
-        values.put("limits.table", "")
-        values.put("limits.recommendations", "")
-        return {}
     rows = [
         (
             code(limit.name),
@@ -1938,9 +1952,9 @@ def retrial_mean_orbit(arrival: float, service: float, retry: float) -> float:
     return arrival**2 * (service + retry) / (service * retry * (service - arrival))
 
 
-def chain_checks(module: Any, phases: Sequence[int]) -> list[ChainCheck]:
+def chain_checks(phases: Sequence[int]) -> list[ChainCheck]:
     """The chain's special cases, each against the library's closed form."""
-    chain = module.RetryChain
+    chain = RetryChain
     rate, mu, servers = 8.0, 1.0, 10
     mmc = chain(arrival_rate=rate, service_rate=mu, servers=servers).stationary()
     exact_mmc = MMc(arrival_rate=rate, service_rate=mu, servers=servers)
@@ -1990,19 +2004,7 @@ def chain_checks(module: Any, phases: Sequence[int]) -> list[ChainCheck]:
 
 def chain_values(settings: Settings, values: Values, path: Path) -> None:
     """The chain's special cases against closed forms, Figure 7."""
-    try:
-        module = importlib.import_module("retrystorm.chain")
-    except ImportError:
-        text = (
-            "**Not yet available in this version:** the Markov chain "
-            "(`retrystorm.chain`) is not part of the library this paper was built "
-            "from."
-        )
-        values.put("validation.chain_table", text, invariant=False)
-        values.put("validation.chain_summary", "", invariant=False)
-        _placeholder_figure(path, "retrystorm.chain is not available")
-        return
-    checks = chain_checks(module, settings.mmcd_phases)
+    checks = chain_checks(settings.mmcd_phases)
     exact = [c for c in checks if "phase" not in c.model]
     phased = [c for c in checks if "phase" in c.model]
     rows = [
@@ -2047,13 +2049,6 @@ def chain_figure(
     right.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-
-
-def _placeholder_figure(path: Path, text: str) -> None:
-    """A figure that says what is missing."""
-    figure = Figure(figsize=(6.0, 1.5))
-    figure.text(0.5, 0.5, text, ha="center", va="center")
-    figure.savefig(path, dpi=100)
 
 
 # -- validation: published tables ----------------------------------------------------
@@ -2548,10 +2543,37 @@ pre { font-size: 8pt; white-space: pre-wrap; }
 """
 
 
+def find_pandoc() -> str | None:
+    """pandoc on the PATH, or the copy that ``pypandoc_binary`` bundles."""
+    found = shutil.which("pandoc")
+    if found is not None:
+        return found
+    try:
+        pypandoc = importlib.import_module("pypandoc")
+        return str(pypandoc.get_pandoc_path())
+    except (ImportError, OSError):
+        return None
+
+
+def find_engine() -> str | None:
+    """The first PDF engine on the PATH or beside this Python (a virtualenv)."""
+    beside = Path(sys.executable).parent
+    for engine in PDF_ENGINES:
+        found = shutil.which(engine) or shutil.which(engine, path=str(beside))
+        if found is not None:
+            return found
+    return None
+
+
 def make_pdf(out: Path) -> str:
-    """Convert paper.md to paper.pdf with pandoc, if pandoc and an engine exist."""
-    pandoc = shutil.which("pandoc")
-    engine = next((e for e in PDF_ENGINES if shutil.which(e)), None)
+    """Convert paper.md to paper.pdf with pandoc, if pandoc and an engine exist.
+
+    ``pip install -e '.[paper]'`` installs both: pandoc (``pypandoc_binary``)
+    and WeasyPrint, which needs the system's Pango library.
+    """
+    pandoc = find_pandoc()
+    engine_path = find_engine()
+    engine = None if engine_path is None else Path(engine_path).name
     if pandoc is None or engine is None:
         missing = (
             "pandoc" if pandoc is None else f"a PDF engine ({', '.join(PDF_ENGINES)})"
@@ -2569,7 +2591,7 @@ def make_pdf(out: Path) -> str:
             pandoc, "paper.md", "--output", "paper.pdf", "--standalone",
             "--from", "markdown-implicit_figures",  # the text has its own captions
             "--columns", "100000",  # no fixed column widths: tables lay out freely
-            f"--pdf-engine={engine}", "--resource-path", str(out),
+            f"--pdf-engine={engine_path}", "--resource-path", str(out),
             "--shift-heading-level-by=-1",  # the first heading becomes the title
         ]  # fmt: skip
         if engine in HTML_ENGINES:
