@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from retrystorm import (
@@ -834,3 +835,35 @@ def test_cli_reports_a_chain_too_large_for_its_limit(
     )  # fmt: skip
     assert status == 2
     assert "100,002 states" in err
+
+
+@pytest.mark.parametrize(("rate", "levels"), [(10.0, 400), (3.0, 900), (1e4, 100)])
+def test_stationary_solve_recovers_from_a_reference_of_negligible_probability(
+    rate: float, levels: int
+) -> None:
+    """A drift up to the top of a line, and a fast side loop at its bottom.
+
+    The most likely path from state 0 ends in the loop {0, side}, so state 0,
+    of probability about rate^-levels (beyond a double), is the first
+    reference; the solve relative to it fails, and the next reference must
+    come from that failure. The top holds 1 - 1/rate of the mass, as the
+    birth-death balance says (the side state's share is negligible).
+    """
+    side = levels + 1
+    rows, cols, values = [], [], []
+    for k in range(levels):
+        rows += [k, k + 1]
+        cols += [k + 1, k]
+        values += [rate, 1.0]
+    rows += [0, side]
+    cols += [side, 0]
+    values += [5.0 * rate, 100.0 * rate]
+    size = levels + 2
+    rates = scipy.sparse.csr_matrix((values, (rows, cols)), shape=(size, size))
+    generator = (
+        rates - scipy.sparse.diags(np.asarray(rates.sum(axis=1)).ravel())
+    ).tocsr()
+    pi = chain_module._sparse.stationary_distribution(generator)
+    assert pi.sum() == pytest.approx(1.0, rel=1e-12)
+    assert pi[levels] == pytest.approx(1.0 - 1.0 / rate, rel=1e-9)
+    assert pi[levels - 1] == pytest.approx((1.0 - 1.0 / rate) / rate, rel=1e-9)

@@ -20,7 +20,7 @@ from retrystorm.escape import (
     log_mean_passage_time,
     reduced_birth_death,
 )
-from retrystorm.review import review_scenario
+from retrystorm.review import _escape, review_scenario
 from retrystorm.scenario import default_scenario
 from strategies import birth_death_chains
 
@@ -286,6 +286,7 @@ def test_reduced_chain_of_the_incident_has_its_drift_of_two_to_one() -> None:
         ({"retry_probability": 1.0}, "must be below 1 with an unbounded queue"),
         ({"cancel_abandoned": "yes"}, "must be True or False"),
         ({"queue_limit": -1}, "queue_limit"),
+        ({"queue_limit": 0}, "without a queue there is no backlog"),
     ],
 )
 def test_reduction_rejects_bad_parameters(changes: dict, match: str) -> None:
@@ -300,6 +301,70 @@ def test_reduction_rejects_bad_parameters(changes: dict, match: str) -> None:
     } | changes
     with pytest.raises(InvalidParameterError, match=match):
         estimate_escape_time(**arguments)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrival=st.floats(min_value=0.1, max_value=500.0),
+    service=st.floats(min_value=0.1, max_value=20.0),
+    servers=st.integers(min_value=1, max_value=200),
+    timeout=st.floats(min_value=0.05, max_value=120.0),
+    cancel=st.booleans(),
+    retry=st.floats(min_value=0.0, max_value=0.95),
+    limit=st.one_of(st.none(), st.integers(min_value=1, max_value=2_000)),
+)
+def test_reduction_always_has_a_bad_region_above_the_good_one(
+    *,
+    arrival: float,
+    service: float,
+    servers: int,
+    timeout: float,
+    cancel: bool,
+    retry: float,
+    limit: int | None,
+) -> None:
+    """Any valid system gets an estimate, from a bad region to a lower good one.
+
+    The bad threshold is that of the exact chain (``c mu timeout`` waiting,
+    above ``c``) where the queue reaches it, else a full queue; however light
+    the load, the cut of an unbounded chain keeps it.
+    """
+    estimate = estimate_escape_time(
+        arrival_rate=arrival,
+        service_rate=service,
+        servers=servers,
+        timeout=timeout,
+        cancel_abandoned=cancel,
+        retry_probability=retry,
+        queue_limit=limit,
+    )
+    bad = int(estimate.from_region.split()[2].replace(",", ""))
+    good = int(estimate.to_region.split()[2].replace(",", ""))
+    wanted = max(math.ceil(servers * service * timeout), servers + 1)
+    assert bad == (wanted if limit is None else min(wanted, limit))
+    assert good == min(servers, bad - 1)
+    assert estimate.expected_seconds >= 0.0
+    assert estimate.state_count > servers + good
+
+
+def test_lightly_loaded_unbounded_queue_still_reaches_the_bad_region() -> None:
+    """15/s on 30 servers of 2/s: the tail is cut 60 nats down, not below the region.
+
+    Found by a property test of the limits: the cut used to fall at 60 live
+    requests, exactly the good region's edge, leaving no state to start from.
+    """
+    estimate = estimate_escape_time(
+        arrival_rate=15.0,
+        service_rate=2.0,
+        servers=30,
+        timeout=2.0,
+        cancel_abandoned=False,
+        retry_probability=0.0,
+    )
+    assert estimate.from_region == "at least 120 live requests waiting"
+    assert estimate.to_region == "at most 30 waiting"
+    # Far below capacity the backlog drains at once: seconds, not ages.
+    assert 0.0 < estimate.expected_seconds < 60.0
 
 
 # -- scenarios and the review --------------------------------------------------------
@@ -357,6 +422,17 @@ def test_incident_review_reports_an_escape_that_never_happens(capsys) -> None:
     output = " ".join(capsys.readouterr().out.split())
     assert "escape by chance" in output
     assert "never in practice" in output
+
+
+def test_without_a_proxy_queue_the_review_says_why_there_is_no_escape() -> None:
+    """No queue, no backlog for the reduction: a note in place of an estimate."""
+    scenario = default_scenario().with_changes({"proxy.queue_limit": 0.0})
+    estimate, note = _escape(scenario)
+    assert estimate is None
+    assert note is not None
+    assert note.startswith(
+        "not estimated: the proxy's `queue_limit` must be at least 1"
+    )
 
 
 def test_a_recovering_scenario_has_no_escape_estimate() -> None:

@@ -7,18 +7,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from retrystorm.errors import InvalidParameterError
 from retrystorm.fluid import (
     FluidTrajectory,
     budgeted_attempts_per_request,
+    good_state_goodput_share,
     is_good_state,
     late_share,
     retry_probability_cap,
     saturated_wait,
     simulate_fluid,
 )
+from retrystorm.review import review_scenario
 from retrystorm.scenario import Scenario, default_scenario, parse_scenario
 from strategies import fluid_scenarios
 
@@ -441,13 +443,44 @@ def test_a_shorter_queue_timeout_never_raises_the_peak_backlog(
     assert peak_short <= peak_long * (1 + 1e-9) + 1e-9
 
 
+# Service of mean 0.4375 s against a 2 s client timeout: about 1 % of requests
+# outlive their clients even without a trigger (found by Hypothesis).
+SLOW_SERVICE: dict[str, Any] = {
+    "scenario": {"name": "slow-service", "horizon": 60.0, "time_step": 1 / 6},
+    "clients": {"request_rate": 10.0, "timeout": 2.0, "max_retries": 0},
+    "web": {"pods": 1},
+    "proxy": {"pool_size": 5, "queue_timeout": 2.0},
+    "database": {"service_time": 0.4375, "tables": [{"name": "hot", "share": 1.0}]},
+    "events": [{"kind": "lock", "at": 5.0, "duration": 1.0, "table": "hot"}],
+}
+
+
 @settings(max_examples=25)
 @given(fluid_scenarios(contention=False), st.integers(min_value=1, max_value=40))
+@example(data=SLOW_SERVICE, more=1)
+@example(
+    data=SLOW_SERVICE
+    | {
+        "clients": {"request_rate": 6.25, "timeout": 2.0, "max_retries": 0},
+        "database": {"service_time": 0.5, "tables": [{"name": "hot", "share": 1.0}]},
+        "events": [{"kind": "lock", "at": 16.0, "duration": 40.0, "table": "hot"}],
+    },
+    more=1,
+)
 def test_without_contention_more_connections_never_make_recovery_fail(
     data: dict[str, Any], more: int
 ) -> None:
-    """A recovering system without contention still recovers with a larger pool."""
+    """A recovering system without contention still recovers with a larger pool.
+
+    A good run that the end of the replay cuts short counts as a recovery,
+    so both replays get room after the trigger for many full runs (a lock
+    that ended 4 s before the end once "recovered" with 5 connections and
+    not yet with 6, which recovers first given time).
+    """
     data = _without_cold_restart(data)
+    scenario = parse_scenario(data)
+    room = (scenario.trigger_end or 0.0) + 20.0 * scenario.clients.timeout
+    data["scenario"]["horizon"] = max(scenario.scenario.horizon, room)
     fewer = simulate_fluid(parse_scenario(data))
     data["proxy"]["pool_size"] += more
     larger = simulate_fluid(parse_scenario(data))
@@ -536,3 +569,47 @@ def test_incident_45s_lock_outcome_matches_its_critical_lock_length() -> None:
         low, high = (middle, high) if run.recovery_time() is not None else (low, middle)
     default = replay(default_scenario())
     assert (default.recovery_time() is not None) == (low > 45.0)
+
+
+# -- the good state when requests outlive their clients anyway -----------------------
+
+
+def test_good_state_share_is_one_when_service_is_short_against_the_timeout() -> None:
+    """The incident: 0.4 s of service against a 35 s timeout loses nothing."""
+    assert good_state_goodput_share(default_scenario()) == 1.0
+
+
+@pytest.mark.parametrize("step", [0.05, 0.01, 0.002])
+def test_good_state_share_converges_to_the_exponential_tail(step: float) -> None:
+    """One attempt: exp(-T_c / s) of requests outlive their clients.
+
+    The fluid moves work between steps, so its share errs by about
+    ``mu * step`` of the tail (at most 0.6 of it at these steps, measured),
+    shrinking linearly with the step.
+    """
+    scenario = parse_scenario(SLOW_SERVICE)
+    tail = math.exp(-2.0 / 0.4375)
+    lost = 1.0 - good_state_goodput_share(scenario, step)
+    assert lost == pytest.approx(tail, rel=2.5 * step / 0.4375 + 0.01)
+    assert lost >= tail * (1.0 - 1e-9)
+
+
+@pytest.mark.parametrize("pool", [5, 6, 7, 30])
+def test_requests_lost_without_a_trigger_do_not_make_a_system_metastable(
+    pool: int,
+) -> None:
+    """A stable pool recovers from a 1 s lock, whatever it loses at baseline.
+
+    Held to all of the demand, the good state is never reached (1 % of
+    requests outlive their 2 s clients by service time alone) and the
+    review called a stable system metastable.
+    """
+    scenario = parse_scenario(SLOW_SERVICE).with_changes({"proxy.pool_size": pool})
+    review = review_scenario(scenario, remedies=False, sensitivity=False, limits=False)
+    assert review.equilibria.classification == "stable"
+    assert review.verdict == "recovers"
+    trajectory = review.trajectory
+    assert trajectory.good_share < 1.0
+    # Before the lock and at the end the replay is in the good state.
+    assert trajectory.is_good[trajectory.index_at(4.0)]
+    assert trajectory.is_good[-1]

@@ -484,6 +484,23 @@ def test_concurrency_window_puts_back(data: dict) -> None:
 
 
 @given(fluid_scenarios())
+@example(
+    {
+        "scenario": {"name": "boundary", "horizon": 60.0, "time_step": 1 / 6},
+        "clients": {
+            "request_rate": 2.4405866482640173,
+            "timeout": 2.0,
+            "max_retries": 0,
+        },
+        "web": {"pods": 1},
+        "proxy": {"pool_size": 19, "queue_timeout": 2.0},
+        "database": {
+            "service_time": 0.778501349809262,
+            "tables": [{"name": "hot", "share": 1.0}],
+        },
+        "events": [{"kind": "lock", "at": 8.0, "duration": 1.0, "table": "hot"}],
+    }
+)
 def test_max_retries_and_budget_put_back_into_the_bad_equilibrium_condition(
     data: dict,
 ) -> None:
@@ -764,6 +781,31 @@ def test_closed_forms_on_the_incident_numbers() -> None:
     assert largest_retry_budget(250.0, 250.0) is None
     assert useful_pool_size(0.4, 0.0, 1e-4) == math.inf
     assert useful_pool_size(0.4, 1.0, 1e-4) == 1.0
+
+
+@given(
+    st.floats(min_value=1e-3, max_value=1e4),
+    st.integers(min_value=1, max_value=1_000),
+    st.integers(min_value=-3, max_value=3),
+)
+def test_largest_retry_count_holds_at_a_boundary_within_an_ulp(
+    rate: float, multiple: int, ulps: int
+) -> None:
+    """R* meets (R + 1) lambda < room in floating point, and R* + 1 does not.
+
+    The room is a whole multiple of the rate moved by a few ulps, where the
+    quotient ``room / rate`` rounds to the whole number either way (one such
+    case was found in the limits of a random scenario).
+    """
+    room = multiple * rate
+    for _ in range(abs(ulps)):
+        room = math.nextafter(room, math.inf if ulps > 0 else 0.0)
+    retries = largest_retry_count(rate, room)
+    if retries is None:
+        assert rate >= room
+    else:
+        assert (retries + 1) * rate < room
+        assert (retries + 2) * rate >= room
 
 
 def test_response_time_tail_is_continuous_where_the_two_rates_meet() -> None:

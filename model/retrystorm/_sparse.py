@@ -224,15 +224,23 @@ def _reduced_system(
 
 
 def _assemble(solution: FloatArray, keep: BoolArray, reference: int) -> FloatArray:
-    """Insert the reference state's 1 and normalise; NaN if it overflowed."""
+    """Insert the reference state's 1 and normalise.
+
+    A reference state of tiny probability makes the others huge: where they
+    overflow, the vector comes back unnormalised, with its infinite entries
+    marking the probable states that the caller takes as the next reference.
+    A sum that is not positive gives NaN throughout.
+    """
     full = np.empty(keep.size)
     full[keep] = solution
     full[reference] = 1.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        # A reference state of tiny probability makes the others huge; the
-        # caller retries with another reference if the sum overflows.
-        total = float(full.sum()) if np.all(np.isfinite(full)) else math.inf
-    if not math.isfinite(total) or total <= 0.0:
+    if not np.all(np.isfinite(full)):
+        return full
+    with np.errstate(over="ignore"):
+        total = float(full.sum())
+    if math.isinf(total):
+        return full * math.inf
+    if total <= 0.0:
         return np.full(keep.size, np.nan)
     return full / total
 
@@ -285,7 +293,11 @@ def stationary_distribution(
         tried.add(reference)
         result = _solve_with_reference(generator, reference, method, order)
         if not np.all(np.isfinite(result)):
-            break
+            following = _next_reference(generator, result, tried)
+            if following is None:
+                break
+            reference = following
+            continue
         best = int(np.argmax(result))
         if result[reference] >= _REFERENCE_SHARE * result[best] or best in tried:
             return _clean_probabilities(result)
@@ -328,6 +340,24 @@ def _probable_state(generator: sp.csr_matrix, start: int = 0) -> int:
         state = int(indices[row][int(np.argmax(rates))])
     cycle = np.array(path[seen[state] :])
     return int(cycle[np.argmin(np.abs(diagonal[cycle]))])
+
+
+def _next_reference(
+    generator: sp.csr_matrix, failed: FloatArray, tried: set[int]
+) -> int | None:
+    """Return another reference after a solve that failed, or None.
+
+    An overflowed solve marks far more probable states with infinite
+    entries: the first untried one. A solve with nothing to go by (a pivot
+    that vanished, NaN throughout) tries the state left most slowly, the
+    smallest exit rate, which in a chain with a strong drift is where the
+    drift ends.
+    """
+    for state in np.flatnonzero(np.isposinf(failed)).tolist():
+        if state not in tried:
+            return int(state)
+    slowest = int(np.argmin(np.abs(generator.diagonal())))
+    return None if slowest in tried else slowest
 
 
 def _solve_with_reference(

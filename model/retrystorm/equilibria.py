@@ -157,6 +157,7 @@ __all__ = [
     "boundary_wait",
     "find_equilibria",
     "good_equilibrium_exists",
+    "good_state_failure_share",
     "on_time_share",
     "saturated_attempt_rate",
 ]
@@ -546,6 +547,32 @@ def _held_for(scenario: Scenario, throughput: float) -> float:
     if alpha * throughput >= mu:
         return math.inf
     return throughput * (1.0 - alpha) / (mu - alpha * throughput)
+
+
+def good_state_failure_share(scenario: Scenario) -> float:
+    """Return the share of fresh requests that fail for good in the good state.
+
+    At the peak request rate, from the good equilibrium (Theorem 1): the
+    requests whose every attempt outlives its client, each attempt served
+    with no wait; 0 where there is no good equilibrium.
+
+    Examples
+    --------
+    One attempt, exponential service of mean 0.4375 s, a 2 s client timeout:
+    ``exp(-2 / 0.4375)``.
+
+    >>> from retrystorm.scenario import parse_scenario
+    >>> scenario = parse_scenario({
+    ...     "scenario": {"name": "x", "horizon": 60.0, "time_step": 0.1},
+    ...     "clients": {"request_rate": 10.0, "timeout": 2.0, "max_retries": 0},
+    ...     "web": {"pods": 1}, "proxy": {"pool_size": 6, "queue_timeout": 2.0},
+    ...     "database": {"service_time": 0.4375}})
+    >>> round(good_state_failure_share(scenario), 6)
+    0.010343
+    """
+    rate = scenario.clients.peak_request_rate
+    good = _good(scenario, rate) if rate > 0.0 else None
+    return good.failure_share if good is not None else 0.0
 
 
 def _good(scenario: Scenario, rate: float) -> Equilibrium | None:

@@ -380,7 +380,20 @@ def _reduce(  # noqa: PLR0917 (the chain's parameters, one each)
         raise InvalidParameterError(
             "cancel_abandoned", "must be True or False", cancel_abandoned
         )
+    wanted = max(math.ceil(c * mu / nu), c + 1)
     room = _queue_room(lam, c, nu, p, queue_limit)
+    if queue_limit is None:
+        # Unbounded: the room is a truncation, and reaches the bad region.
+        room = max(room, wanted)
+    if room == 0:
+        rule = "must be at least 1: without a queue there is no backlog to escape"
+        raise InvalidParameterError("queue_limit", rule, queue_limit)
+    # The bad region as in `RetryChain.default_regions`: at least c mu / nu
+    # waiting (most attempts time out), above the good region's c; a full
+    # queue stands in where the room is shorter; the good region shrinks below
+    # it if the whole queue is shorter than c.
+    bad = min(wanted, room)
+    good = min(c, bad - 1)
 
     # Live counts k = 0..c+room; L = k - c of them wait.
     k = np.arange(c + room + 1, dtype=np.float64)
@@ -393,10 +406,9 @@ def _reduce(  # noqa: PLR0917 (the chain's parameters, one each)
     else:
         deaths = np.where(k <= c, busy, np.maximum(nu * waiting, c * mu))
     if queue_limit is None:
-        births, deaths = _cut(births, deaths)
-    good = c
-    bad = min(max(math.ceil(c * mu / nu), c + 1), births.size - 1 - c)
-    return _Reduced(births, deaths, c, good, max(bad, 1))
+        # The cut drops a negligible tail, never the bad region.
+        births, deaths = _cut(births, deaths, lowest_top=c + bad)
+    return _Reduced(births, deaths, c, good, bad)
 
 
 def _queue_room(
@@ -416,14 +428,21 @@ def _queue_room(
     return math.ceil(2.0 * upper + extra + 10.0 * math.sqrt(upper) + c)
 
 
-def _cut(births: FloatArray, deaths: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Cut an unbounded reduced chain where its weight is far below its peak."""
+def _cut(
+    births: FloatArray, deaths: FloatArray, *, lowest_top: int
+) -> tuple[FloatArray, FloatArray]:
+    """Cut an unbounded reduced chain where its weight is far below its peak.
+
+    The top is never below ``lowest_top``.
+    """
     log_pi = np.concatenate(([0.0], np.cumsum(np.log(births[:-1] / deaths[1:]))))
     peak = int(np.argmax(log_pi))
     far = np.flatnonzero(log_pi[peak:] < log_pi[peak] - _TAIL_NATS)
     if far.size == 0:
         return births, deaths
-    top = peak + int(far[0])
+    top = max(peak + int(far[0]), lowest_top)
+    if top >= births.size - 1:
+        return births, deaths
     births = births[: top + 1].copy()
     births[-1] = 0.0
     return births, deaths[: top + 1]
@@ -492,7 +511,8 @@ def estimate_escape_time(
         method="birth-death reduction",
         expected_seconds=_exp_or_inf(log_time),
         log10_seconds=log_time / math.log(10.0),
-        from_region=f"at least {reduced.bad_queue:,} live requests waiting",
+        from_region=f"at least {reduced.bad_queue:,} live "
+        f"request{'' if reduced.bad_queue == 1 else 's'} waiting",
         to_region=f"at most {reduced.good_queue:,} waiting",
         scale=None,
         state_count=int(reduced.births.size),

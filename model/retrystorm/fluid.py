@@ -118,6 +118,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -135,6 +136,7 @@ __all__ = [
     "FluidTrajectory",
     "budgeted_attempts_per_request",
     "good_queue_threshold",
+    "good_state_goodput_share",
     "health_checks_fail",
     "is_good_state",
     "late_share",
@@ -390,6 +392,58 @@ def is_good_state(
 # -- the result ----------------------------------------------------------------------
 
 
+# The untriggered replay that measures the good state's goodput runs this many
+# mean service times beyond every attempt's timeout and backoff.
+_SETTLE_SERVICES = 20.0
+
+
+def good_state_goodput_share(
+    scenario: Scenario, time_step: float | None = None
+) -> float:
+    """Return the share of fresh requests the untriggered system serves in time.
+
+    The scenario is replayed without its events, at its peak request rate,
+    until every attempt's timeouts and backoff have passed and then
+    `_SETTLE_SERVICES` mean service times more; the share is its goodput over
+    its demand at the end. Where service times are short against the client
+    timeout the share is 1 to many digits; where they are not, some requests
+    outlive their clients even in the good state (an exponential service time
+    exceeds ``T_c`` with probability ``exp(-mu T_c)``, and the fluid's step
+    adds to it), and the good state is judged against this share, not
+    against all of the demand. A system whose untriggered queue does not stay
+    below `good_queue_threshold` has no good state to measure: 1.
+
+    Parameters
+    ----------
+    scenario
+        The validated scenario.
+    time_step
+        The replay's step (s); default the scenario's.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    clients = scenario.clients
+    rate = clients.peak_request_rate
+    if rate <= 0.0:
+        return 1.0
+    backoff = sum(clients.backoff.delay(k) for k in range(1, clients.max_retries + 1))
+    settle = (
+        (clients.max_retries + 1) * clients.timeout
+        + backoff
+        + _SETTLE_SERVICES * scenario.database.service_time
+    )
+    quiet = scenario.with_changes(
+        {"events": [], "clients.rate_profile": None, "clients.request_rate": rate}
+    )
+    replay = simulate_fluid(quiet, horizon=settle, time_step=time_step)
+    if replay.queue[-1] > good_queue_threshold(scenario):
+        return 1.0
+    return min(1.0, max(0.0, float(replay.goodput[-1] / replay.fresh_rate[-1])))
+
+
 @dataclass(frozen=True)
 class FluidTrajectory(SampledReplay):
     """A fluid replay sampled at the end of each step.
@@ -509,11 +563,25 @@ class FluidTrajectory(SampledReplay):
         """Fresh requests per second (same as `fresh_rate`)."""
         return self.fresh_rate
 
+    @cached_property
+    def good_share(self) -> float:
+        """Share of the demand served in time in the good state.
+
+        See `good_state_goodput_share`: 1 unless requests outlive their
+        clients even without a trigger.
+        """
+        return good_state_goodput_share(self.scenario, self.time_step or None)
+
     @property
     def is_good(self) -> NDArray[np.bool_]:
-        """The good-state test at each step (see `is_good_state`)."""
+        """The good-state test at each step (see `is_good_state`).
+
+        The demand it holds the goodput to is the share of it that the
+        untriggered system serves in time (`good_share`).
+        """
         threshold = good_queue_threshold(self.scenario)
-        return is_good_state(self.queue, self.goodput, self.fresh_rate, threshold)
+        demand = self.fresh_rate * self.good_share
+        return is_good_state(self.queue, self.goodput, demand, threshold)
 
     def recovered_at(
         self,

@@ -341,6 +341,12 @@ def largest_retry_count(
         "init_rate", init_rate
     )
     retries = math.ceil(room / rate) - 2
+    # The quotient rounds: at a boundary within an ulp, settle the whole
+    # number on the products themselves, as the condition states them.
+    while (retries + 2) * rate < room:
+        retries += 1
+    while retries >= 0 and (retries + 1) * rate >= room:
+        retries -= 1
     return retries if retries >= 0 else None
 
 

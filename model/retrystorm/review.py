@@ -19,8 +19,10 @@ intervention that empties the system (a cold restart), or the horizon:
   [Huang2022].
 
 The good state is the one of `retrystorm.fluid.is_good_state`: a queue below
-a small threshold and goodput within 0.1 % of demand, held for twice the
-client timeout.
+a small threshold and goodput within 0.1 % of what the same system serves in
+time without the trigger (`retrystorm.fluid.good_state_goodput_share`: all of
+the demand unless requests outlive their clients even then), held for twice
+the client timeout.
 """
 
 from __future__ import annotations
@@ -175,6 +177,9 @@ class Review:
         For a ``metastable`` verdict, the expected time to escape the bad
         state by chance (`retrystorm.escape.escape_time`); None otherwise: a
         system that recovers or is overloaded has nothing to escape by luck.
+    escape_note
+        Why a ``metastable`` verdict has no escape time (a scenario without
+        a proxy queue gives its reduction no backlog to follow), else None.
     graph
         The static analysis of the scenario's service graph (see
         `retrystorm.graph.analyze_graph`; the blast radius is that of the
@@ -197,6 +202,7 @@ class Review:
     limits: Limits | None = None
     escape: EscapeEstimate | None = None
     graph: GraphAnalysis | None = None
+    escape_note: str | None = None
 
     @property
     def classification(self) -> str:
@@ -242,6 +248,7 @@ class Review:
                 list(self.limits.recommendations) if self.limits is not None else []
             ),
             "escape": self.escape.to_dict() if self.escape is not None else None,
+            "escape_note": self.escape_note,
             "graph": self.graph.to_dict() if self.graph is not None else None,
         }
 
@@ -340,6 +347,7 @@ def review_scenario(
     bounds = compute_limits(scenario, equilibria=equilibria) if limits else None
     if limits:
         tick("limits")
+    escape, escape_note = _escape(scenario) if verdict == "metastable" else (None, None)
     window_end = _window_end(scenario, trajectory)
     during, after = _goodput_shares(trajectory, scenario, window_end)
     return Review(
@@ -356,9 +364,20 @@ def review_scenario(
         remedies=outcomes,
         sensitivity=rows,
         limits=bounds,
-        escape=escape_time(scenario) if verdict == "metastable" else None,
+        escape=escape,
+        escape_note=escape_note,
         graph=_graph_analysis(scenario),
     )
+
+
+def _escape(scenario: Scenario) -> tuple[EscapeEstimate | None, str | None]:
+    """Return the expected time to escape by chance, or why there is none."""
+    try:
+        return escape_time(scenario), None
+    except InvalidParameterError as error:
+        if error.name != "queue_limit":
+            raise
+        return None, f"not estimated: the proxy's {error}"
 
 
 def _graph_analysis(scenario: Scenario) -> GraphAnalysis | None:

@@ -83,6 +83,8 @@ def _print_escape(result: Review) -> None:
     """Print the expected time to escape the bad state by chance, if computed."""
     escape = result.escape
     if escape is None:
+        if result.escape_note is not None:
+            console.print(f"[bold]escape by chance:[/] {result.escape_note}")
         return
     exponent = escape.log10_seconds
     if exponent < 6.0:
