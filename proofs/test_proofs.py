@@ -902,16 +902,20 @@ def test_short_proxy_timeout_leaves_only_the_good_equilibrium() -> None:
 
 @SETTINGS
 @given(
-    demand=st.floats(min_value=10.0, max_value=200.0),
+    excess=st.floats(min_value=1.01, max_value=4.0),
     on_time=st.floats(min_value=0.05, max_value=0.95),
     count=st.integers(min_value=1, max_value=5),
 )
 def test_attempt_map_slope_is_the_proved_derivative(
-    demand: float, on_time: float, count: int
+    excess: float, on_time: float, count: int
 ) -> None:
     """G'(x*) = 1 - (lambda/g)(R+1) p^R (1 - p) < 1 at the bad root"
     " (equilibria.stability)."""
     capacity = 250.0
+    # A bad root needs lambda N(1 - g) above the capacity (the attempts when
+    # only the on-time share g succeeds): drawn beyond it, so that no draw is
+    # filtered out.
+    demand = excess * capacity / retrystorm.attempts_per_request(1.0 - on_time, count)
     assume(equilibria.bad_equilibrium_exists(demand, capacity, on_time, count))
     root = equilibria.saturated_attempt_rate(demand, capacity, on_time, count)
     served = capacity * on_time
