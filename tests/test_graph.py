@@ -852,7 +852,7 @@ def test_empty_graph_is_rejected() -> None:
 
 def test_load_graph_reports_a_missing_file(tmp_path: Path) -> None:
     """An unreadable file is a ScenarioError naming the file."""
-    with pytest.raises(ScenarioError, match="cannot read the file"):
+    with pytest.raises(ScenarioError, match="cannot be read"):
         load_graph(tmp_path / "absent.toml")
 
 
@@ -1315,3 +1315,15 @@ def test_large_cyclic_graph_loads_equal_a_sparse_direct_solve() -> None:
     np.testing.assert_allclose(
         [loads[f"s{i}"] for i in range(size)], reference, rtol=1e-8
     )
+
+
+def test_cli_graph_file_in_another_encoding_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8 give the file's name and the rule, no traceback."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[graph]\n# caf\xe9\n".encode("latin-1"))
+    status, _, err = run(["graph", str(path)], capsys)
+    assert status == 2
+    assert err.count("\n") == 1
+    assert "is not UTF-8 text (byte 0xe9" in err

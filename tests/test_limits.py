@@ -996,3 +996,17 @@ def test_rule_response_time_tail_needs_a_steady_state() -> None:
     queue = MMc(arrival_rate=3.0, service_rate=1.0, servers=2)
     with pytest.raises(UnstableSystemError):
         response_time_tail(queue, 1.0)
+
+
+@pytest.mark.parametrize("epsilon", [1e-100, 1e-300, 5e-324])
+def test_tiny_targets_bracket_their_roots_past_underflow(epsilon: float) -> None:
+    """P(abandon) underflows to 0 long before 1e-300: the limit is still found.
+
+    The smallest queueing timeout grows as the target shrinks (a longer wait
+    is needed for so few clients to give up), and meets its target.
+    """
+    scenario = INCIDENT.variant("proxy-timeout-30s")
+    limits = compute_limits(scenario, epsilon=epsilon, replays=False)
+    lowest = limits.queue_timeout_min.value
+    assert lowest is not None
+    assert lowest > compute_limits(scenario, replays=False).queue_timeout_min.value

@@ -216,6 +216,32 @@ def test_review_of_an_unknown_variant_is_an_error(capsys) -> None:
     assert "proxy-timeout-30s" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("missing/replay.png", "`plot` must be in an existing folder"),
+        ("replay.txt", "`plot` must end in .png, .pdf, .svg"),
+    ],
+)
+def test_review_refuses_an_unwritable_plot_before_replaying(
+    tmp_path: Path, capsys, name: str, rule: str
+) -> None:
+    """A bad --plot path is a one-line error at once, not after the replay."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", "--plot", str(tmp_path / name)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert rule in err
+    assert err.count("\n") == 1
+
+
+def test_errors_repeat_what_was_typed_without_emoji(capsys) -> None:
+    """Rich would turn ":100:" into an emoji; a file name must stay as typed."""
+    with pytest.raises(SystemExit):
+        main(["review", ":100:.toml"])
+    assert ":100:.toml" in capsys.readouterr().err
+
+
 # -- the service graph -------------------------------------------------------------
 
 

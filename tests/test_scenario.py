@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import math
 import typing
 from pathlib import Path
@@ -651,6 +652,28 @@ def test_rule_missing_file(tmp_path: Path) -> None:
     """A path that does not exist is a ScenarioError, not an OSError."""
     with pytest.raises(ScenarioError, match=r"cannot be read"):
         load_scenario(tmp_path / "absent.toml")
+
+
+def test_rule_not_utf8(tmp_path: Path) -> None:
+    """A file in another encoding is named as such, not a UnicodeDecodeError."""
+    path = tmp_path / "utf16.toml"
+    path.write_text('[scenario]\nname = "x"\n', encoding="utf-16")
+    with pytest.raises(
+        ScenarioError, match=r"is not UTF-8 text \(byte 0xff at position 0\)"
+    ):
+        load_scenario(path)
+
+
+def test_a_byte_order_mark_is_allowed(tmp_path: Path) -> None:
+    """Editors that write a UTF-8 byte-order mark produce a readable file."""
+    text = (
+        importlib.resources.files("retrystorm")
+        .joinpath("scenarios", "incident-2025-09-16.toml")
+        .read_text(encoding="utf-8")
+    )
+    path = tmp_path / "bom.toml"
+    path.write_text(text, encoding="utf-8-sig")
+    assert load_scenario(path) == default_scenario()
 
 
 def test_all_problems_are_reported_at_once() -> None:

@@ -22,7 +22,6 @@ Time is in seconds and rates are per second throughout.
 from __future__ import annotations
 
 import math
-import tomllib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +46,7 @@ from retrystorm._graph_spec import (
     ServiceSpec,
     TableSpec,
 )
+from retrystorm._toml import read_toml
 from retrystorm._validation import check_nonnegative, check_probability
 from retrystorm.erlang import erlang_b
 from retrystorm.errors import InvalidParameterError, ScenarioError, UnstableSystemError
@@ -180,15 +180,7 @@ def load_graph(path: str | PathLike[str]) -> GraphSpec:
         breaks a rule of the schema.
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        document = tomllib.loads(text)
-    except OSError as exc:
-        raise ScenarioError(
-            source, [("", f"cannot read the file ({exc.strerror})")]
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, [("", f"not valid TOML ({exc})")]) from None
+    document = read_toml(path)
     graph = document.get("graph")
     if not isinstance(graph, dict):
         raise ScenarioError(source, [("graph", "the file has no graph table")])
@@ -218,15 +210,7 @@ def graph_from_file(path: str | PathLike[str]) -> GraphSpec:
     # The scenario module is only needed for scenario files: import it late.
     from retrystorm.scenario import load_scenario  # noqa: PLC0415
 
-    source = str(path)
-    try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(
-            source, [("", f"cannot read the file ({exc.strerror})")]
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, [("", f"not valid TOML ({exc})")]) from None
+    document = read_toml(path)
     if "graph" in document and "scenario" not in document:
         return load_graph(path)
     return graph_from_scenario(load_scenario(path))

@@ -50,14 +50,13 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from retrystorm._toml import read_toml
 from retrystorm.equilibria import find_equilibria
 from retrystorm.errors import InvalidParameterError, ScenarioError
 from retrystorm.fluid import GOODPUT_TOLERANCE, FluidTrajectory, simulate_fluid
@@ -320,14 +319,7 @@ def load_replay_inputs(path: str | os.PathLike[str]) -> tuple[GraphSpec, Scenari
         rule.
     """
     source = os.fspath(path)
-    try:
-        document = tomllib.loads(Path(source).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(
-            source, [("", f"cannot read the file ({exc.strerror})")]
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(source, [("", f"not valid TOML ({exc})")]) from None
+    document = read_toml(path)
     if "scenario" not in document:
         raise ScenarioError(source, [("scenario", "a replay needs a scenario table")])
     scenario = parse_scenario(document, source=source)

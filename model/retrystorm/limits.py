@@ -860,6 +860,16 @@ def _abandonment(system: _System, timeout: float) -> float:
     ).abandonment_probability
 
 
+def _log_share(share: float) -> float:
+    """``log(share)``, with a share that underflowed to 0 at the smallest double.
+
+    A target of 1e-300 brackets its root where the share underflows; the
+    smallest positive double keeps the sign of the difference for any target
+    a double can hold.
+    """
+    return math.log(max(share, math.ulp(0.0)))
+
+
 def _smallest_queue_timeout(system: _System) -> float | None:
     """Return the root of P(abandon; T_q) = epsilon in M/M/c+D, or 0, or None."""
     epsilon = system.epsilon
@@ -875,7 +885,7 @@ def _smallest_queue_timeout(system: _System) -> float | None:
         low /= 2.0
     root = math.exp(
         brentq(
-            lambda x: math.log(_abandonment(system, math.exp(x))) - math.log(epsilon),
+            lambda x: _log_share(_abandonment(system, math.exp(x))) - math.log(epsilon),
             math.log(low),
             math.log(high),
             xtol=_ROOT_RTOL,

@@ -62,9 +62,7 @@ import importlib.resources
 import math
 import numbers
 import os
-import tomllib
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -80,6 +78,7 @@ from pydantic import (
 )
 
 from retrystorm._graph_spec import GraphSpec
+from retrystorm._toml import parse_toml_text, read_toml
 from retrystorm.errors import ScenarioError
 
 __all__ = [
@@ -1144,23 +1143,12 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     ScenarioError
         The file cannot be read, is not TOML, or breaks a rule.
     """
-    source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ScenarioError(
-            source, [("", f"cannot be read ({error.strerror})")]
-        ) from None
-    return _parse_toml(text, source)
+    return parse_scenario(read_toml(path), source=os.fspath(path))
 
 
 def _parse_toml(text: str, source: str) -> Scenario:
     """Parse TOML text and validate it as a scenario."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError(source, [("", f"is not valid TOML ({error})")]) from None
-    return parse_scenario(data, source=source)
+    return parse_scenario(parse_toml_text(text, source), source=source)
 
 
 def embedded_scenario_names() -> tuple[str, ...]:

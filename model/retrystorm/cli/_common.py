@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["app", "console", "emit_json", "fail", "to_jsonable"]
+from retrystorm.errors import InvalidParameterError
+
+__all__ = ["app", "check_plot_path", "console", "emit_json", "fail", "to_jsonable"]
+
+# The figure formats every matplotlib backend writes.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 app = typer.Typer(
     name="retrystorm",
@@ -31,8 +37,9 @@ def _root() -> None:
     """Keep ``retrystorm`` a group of commands even when only one is loaded."""
 
 
-console = Console()
-error_console = Console(stderr=True)
+# No emoji codes: ":100:" in a name or a range stays what the user typed.
+console = Console(emoji=False)
+error_console = Console(stderr=True, emoji=False)
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -66,3 +73,20 @@ def to_jsonable(value: Any) -> Any:
 def emit_json(payload: Any) -> None:
     """Write ``payload`` as one JSON document on stdout."""
     sys.stdout.write(json.dumps(to_jsonable(payload), indent=2) + "\n")
+
+
+def check_plot_path(plot: Path | None) -> None:
+    """Refuse a figure path that cannot be written, before any work is done.
+
+    Raises
+    ------
+    InvalidParameterError
+        The suffix is not one of `PLOT_SUFFIXES`, or the folder is missing.
+    """
+    if plot is None:
+        return
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        rule = f"must end in {', '.join(PLOT_SUFFIXES)} (the figure's format)"
+        raise InvalidParameterError("plot", rule, str(plot))
+    if not plot.parent.is_dir():
+        raise InvalidParameterError("plot", "must be in an existing folder", str(plot))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from retrystorm.cli._common import app, console, emit_json, fail
+from retrystorm.cli._common import app, check_plot_path, console, emit_json, fail
 from retrystorm.graph import (
     GraphAnalysis,
     GraphSpec,
@@ -101,6 +101,7 @@ def graph(
     ] = False,
 ) -> None:
     """Analyse a service dependency graph (see the help text above)."""
+    check_plot_path(plot)
     spec = _load(scenario)
     replayed = replay_graph(spec, _template(scenario)) if replay else None
     analysis = analyze_graph(

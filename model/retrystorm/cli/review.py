@@ -10,7 +10,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from retrystorm.cli._common import app, console, emit_json
+from retrystorm.cli._common import app, check_plot_path, console, emit_json, fail
 from retrystorm.review import Review, count_replays, review_scenario
 from retrystorm.scenario import (
     Scenario,
@@ -242,6 +242,7 @@ def review(  # noqa: PLR0917  (typer maps each option to a parameter)
     ] = True,
 ) -> None:
     """Review a scenario (see the help text above)."""
+    check_plot_path(plot)
     chosen = resolve_scenario(scenario, variant)
     total = count_replays(
         chosen, remedies=remedies, sensitivity=sensitivity, limits=limits
@@ -259,7 +260,10 @@ def review(  # noqa: PLR0917  (typer maps each option to a parameter)
         # matplotlib is imported only when a plot is asked for: it is slow to load.
         from retrystorm.plots import plot_trajectory  # noqa: PLC0415
 
-        plot_trajectory(result.trajectory, plot)
+        try:
+            plot_trajectory(result.trajectory, plot)
+        except OSError as exc:
+            fail(f"cannot write {exc.filename}: {exc.strerror}")
     if json_output:
         emit_json(result.to_dict())
         return

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from retrystorm.cli._common import app, console, fail
+from retrystorm.cli._common import app, check_plot_path, console, fail
 from retrystorm.cli.review import resolve_scenario
 from retrystorm.errors import InvalidParameterError
 from retrystorm.sweep import (
@@ -267,6 +267,7 @@ def _caption(preview: _Preview, fixed: dict[str, Any], out: Path | None) -> str:
 
 def _check_plot(grid: Grid, plot: Path | None) -> None:
     """Refuse a plot that cannot be drawn before any work is done."""
+    check_plot_path(plot)
     if plot is not None and len(grid.swept) not in (1, 2):
         rule = (
             "needs one or two swept parameters "
