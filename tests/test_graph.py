@@ -1327,3 +1327,21 @@ def test_cli_graph_file_in_another_encoding_is_a_one_line_error(
     assert status == 2
     assert err.count("\n") == 1
     assert "is not UTF-8 text (byte 0xe9" in err
+
+
+def test_a_database_nothing_calls_is_stable_not_overloaded() -> None:
+    """No load and no capacity (no pool in front): nothing to serve, no overload."""
+    graph = spec(
+        services=[{"name": "web", "entry_rate": 10.0}],
+        resources=[
+            {"name": "pool", "kind": "pool", "pool_size": 10, "queue_timeout": 1.0},
+            {"name": "db", "kind": "database", "service_time": 0.01},
+            {"name": "archive", "kind": "database", "service_time": 0.01},
+        ],
+        calls=[{"caller": "web", "callee": "pool"}, {"caller": "pool", "callee": "db"}],
+    )
+    analysis = analyze_graph(graph)
+    archive = analysis.node("archive")
+    assert (archive.nominal_load, archive.capacity) == (0.0, 0.0)
+    assert archive.classification == "stable"
+    assert analysis.classification == "stable"

@@ -2268,9 +2268,11 @@ def _classify_all(st: _Structure, core: _Core) -> list[_Verdict | None]:
         late_good, late_bad = lates[v]
         good_rate, bad_rate = rate(v, late_good), rate(v, late_bad)
         capacity = core.capacity[v]
+        # A node that nothing reaches serves nothing and cannot be overloaded,
+        # whatever its capacity (0 for a database behind no pool).
         classification: Classification = (
             "overloaded"
-            if not good_rate < capacity
+            if good_rate > 0.0 and not good_rate < capacity
             else ("vulnerable" if bad_rate > capacity else "stable")
         )
         verdicts[v] = _Verdict(classification, late_good, late_bad, good_rate, bad_rate)
@@ -2882,9 +2884,11 @@ def _sweep_stuck_times(
         if len(layer.callers):
             inner = np.minimum.reduceat(reach, layer.heads, axis=0)
             earliest[layer.callers] = np.minimum(earliest[layer.callers], inner)
-        failed = np.where(
-            saturated[begin:end], earliest + fill[begin:end], since[begin:end]
-        )
+        # Only saturated nodes fail a filling time after their start (the
+        # others' filling times may be undefined: none is added for them).
+        failed = since[begin:end].copy()
+        filling = saturated[begin:end]
+        failed[filling] = earliest[filling] + fill[begin:end][filling]
         if np.array_equal(earliest, start[begin:end]) and np.array_equal(
             failed, since[begin:end]
         ):
