@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -835,6 +836,18 @@ def test_cli_reports_a_chain_too_large_for_its_limit(
     )  # fmt: skip
     assert status == 2
     assert "100,002 states" in err
+
+
+def test_cli_says_what_to_do_with_a_scenario_too_large_at_any_scale(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The incident needs millions of states even on one server: say so, and why."""
+    status, _, err = _run(["chain", "incident-2025-09-16"], capsys)
+    assert status == 2
+    assert err.count("\n") == 1
+    assert re.search(r"would have \d{1,3}(,\d{3}){2,} states", err)  # millions
+    assert "raise --max-states" in err
+    assert "retrystorm review" in err
 
 
 @pytest.mark.parametrize(("rate", "levels"), [(10.0, 400), (3.0, 900), (1e4, 100)])

@@ -24,13 +24,16 @@ from retrystorm.chain import (
 )
 from retrystorm.cli._common import app, console, emit_json, error_console, fail
 from retrystorm.cli.review import resolve_scenario
+from retrystorm.errors import StateSpaceTooLargeError
 
 __all__ = ["chain"]
 
 _HELP = """Solve the exact Markov chain of a queue with timeouts and retries.
 
 Give either a SCENARIO (a TOML file or an embedded name; it is scaled down
-until the chain fits --max-states) or the parameters. Rates are per second,
+until the chain fits --max-states, and refused with the state count it would
+need where even one server does not fit: the embedded incident, with its
+orphans and retry orbit, needs millions) or the parameters. Rates are per second,
 times in seconds. The good region is a short queue and orbit; the bad region
 a queue whose head waits about a client timeout (override with --good-queue,
 --bad-queue, ...).
@@ -299,13 +302,20 @@ def _scenario_chain(
         options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
         fail(f"{options} cannot be combined with a SCENARIO (it sets them)")
     loaded = resolve_scenario(argument)
-    model = chain_from_scenario(
-        loaded,
-        scale=scale,
-        timeout_phases=explicit["timeout_phases"],
-        orbit_limit=explicit["orbit_limit"],
-        max_states=explicit["max_states"],
-    )
+    try:
+        model = chain_from_scenario(
+            loaded,
+            scale=scale,
+            timeout_phases=explicit["timeout_phases"],
+            orbit_limit=explicit["orbit_limit"],
+            max_states=explicit["max_states"],
+        )
+    except StateSpaceTooLargeError as error:
+        fail(
+            f"{error} at the smallest scale tried; raise --max-states if the "
+            "memory is there, or run `retrystorm review` on it, which estimates "
+            "the escape time by a birth-death reduction"
+        )
     report["scenario"] = loaded.name
     # The fresh rate carries the scale exactly (servers are rounded).
     report["scale"] = model.arrival_rate / loaded.clients.peak_request_rate
