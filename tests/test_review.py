@@ -216,6 +216,22 @@ def test_review_of_an_unknown_variant_is_an_error(capsys) -> None:
     assert "proxy-timeout-30s" in capsys.readouterr().err
 
 
+def test_a_cold_restart_after_the_horizon_is_not_replayed_nor_judged() -> None:
+    """The window ends with the replay; the timeline says the restart never ran."""
+    scenario = default_scenario()
+    index = next(i for i, e in enumerate(scenario.events) if e.kind == "cold_restart")
+    late = scenario.with_changes({f"events.{index}.at": 5000.0})
+    review = review_scenario(late, remedies=False, sensitivity=False, limits=False)
+    assert review.window_end == late.horizon
+    texts = [entry.text for entry in review.timeline]
+    assert not any("after the cold restart" in text for text in texts)
+    assert review.timeline[-1].time == 5000.0
+    assert review.timeline[-1].text.endswith(
+        "after the replay ends at 3000 s: not replayed"
+    )
+    assert all(entry.time <= late.horizon for entry in review.timeline[:-1])
+
+
 @pytest.mark.parametrize(
     ("name", "rule"),
     [

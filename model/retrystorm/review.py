@@ -527,9 +527,14 @@ def _sensitivity(
 
 
 def _window_end(scenario: Scenario, trajectory: FluidTrajectory) -> float:
-    """End of the judged window: the first cold restart, or the horizon."""
+    """End of the judged window: the first cold restart, or the horizon.
+
+    A cold restart at or after the horizon is not replayed: the window ends
+    with the replay.
+    """
+    last = float(trajectory.time[-1])
     end = scenario.first_intervention
-    return float(trajectory.time[-1]) if end is None else float(end)
+    return last if end is None else min(float(end), last)
 
 
 def _mean_share(trajectory: FluidTrajectory, start: float, end: float) -> float | None:
@@ -568,12 +573,22 @@ def _state_at(trajectory: FluidTrajectory, time: float) -> str:
 def _event_entries(trajectory: FluidTrajectory) -> list[TimelineEntry]:
     """One entry at the start and one at the end of each event."""
     entries = []
+    last = float(trajectory.time[-1])
     for event in trajectory.events:
         label = event.kind.replace("_", " ")
         if event.kind == "lock":
             label = f"lock on table {event.table!r}"
         elif event.kind in ("capacity", "shed"):
             label = f"{label} ({event.fraction:g})"
+        if event.at >= last:
+            entries.append(
+                TimelineEntry(
+                    event.at,
+                    f"{label} would start here, after the replay ends at "
+                    f"{last:g} s: not replayed",
+                )
+            )
+            continue
         entries.append(
             TimelineEntry(
                 event.at,
@@ -627,7 +642,7 @@ def _timeline(
 def _after_intervention(trajectory: FluidTrajectory) -> list[TimelineEntry]:
     """When the system is good again after the first cold restart, if it is."""
     start = trajectory.scenario.first_intervention
-    if start is None:
+    if start is None or start >= float(trajectory.time[-1]):
         return []
     again = trajectory.recovery_time(after=start, before=float(trajectory.time[-1]))
     if again is None:
