@@ -160,6 +160,7 @@ __all__ = [
     "good_state_failure_share",
     "on_time_share",
     "saturated_attempt_rate",
+    "settling_time",
 ]
 
 Classification = Literal["stable", "vulnerable", "overloaded"]
@@ -860,7 +861,7 @@ def _recovers(steady: Scenario, backlog: float, horizon: float) -> bool:
     engine.start_with_backlog(backlog)
     clients, dt = steady.clients, steady.time_step
     hold = max(1, round(2.0 * clients.timeout / dt))
-    patience = max(1, round(_settling_time(steady) / dt))
+    patience = max(1, round(settling_time(steady) / dt))
     threshold = good_queue_threshold(steady)
     saturated = saturated_wait(steady) - 2.0 * dt
     fresh_at = len(_STATE) + _FLOWS.index("fresh")
@@ -883,15 +884,13 @@ def _recovers(steady: Scenario, backlog: float, horizon: float) -> bool:
     return False
 
 
-def _settling_time(scenario: Scenario) -> float:
-    """Seconds after which a saturated fluid state has forgotten its start."""
-    clients = scenario.clients
-    delays = sum(clients.backoff.delay(k) for k in range(1, clients.max_retries + 1))
-    return (
-        scenario.proxy.queue_timeout
-        + (clients.max_retries + 1) * clients.timeout
-        + delays
-    )
+def settling_time(scenario: Scenario) -> float:
+    """Seconds after which a saturated fluid state has forgotten its start.
+
+    The proxy's queueing timeout plus the longest a client keeps a request
+    alive (`Clients.longest_attempts_time`).
+    """
+    return scenario.proxy.queue_timeout + scenario.clients.longest_attempts_time
 
 
 def _critical_backlog(

@@ -429,10 +429,8 @@ def good_state_goodput_share(
     rate = clients.peak_request_rate
     if rate <= 0.0:
         return 1.0
-    backoff = sum(clients.backoff.delay(k) for k in range(1, clients.max_retries + 1))
     settle = (
-        (clients.max_retries + 1) * clients.timeout
-        + backoff
+        clients.longest_attempts_time
         + _SETTLE_SERVICES * scenario.database.service_time
     )
     quiet = scenario.with_changes(

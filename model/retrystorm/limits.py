@@ -113,6 +113,7 @@ from retrystorm.equilibria import (
     boundary_wait,
     find_equilibria,
     on_time_share,
+    settling_time,
 )
 from retrystorm.erlang import erlang_b, servers_for_blocking
 from retrystorm.errors import InvalidParameterError
@@ -1340,17 +1341,6 @@ def _client_timeout_ordering(system: _System) -> Limit:
 # -- replays: the longest lock, the deepest drop, the highest demand -----------------
 
 
-def _settling_time(scenario: Scenario) -> float:
-    """Seconds after which a saturated fluid state has forgotten how it began."""
-    clients = scenario.clients
-    delays = sum(clients.backoff.delay(k) for k in range(1, clients.max_retries + 1))
-    return (
-        scenario.proxy.queue_timeout
-        + (clients.max_retries + 1) * clients.timeout
-        + delays
-    )
-
-
 def _window_end(scenario: Scenario) -> float:
     """End of the review's judged window: the first cold restart, or the horizon."""
     first = scenario.first_intervention
@@ -1401,7 +1391,7 @@ def survives_trigger(scenario: Scenario) -> bool:
         raise InvalidParameterError("scenario", "must have a trigger", scenario.name)
     end = _window_end(scenario)
     hold = 2.0 * scenario.clients.timeout
-    settle = _settling_time(scenario)
+    settle = settling_time(scenario)
     decided_by = max(trigger_end, _quiet_from(scenario)) + settle
     for horizon in sorted({trigger_end + hold + settle, decided_by + hold}):
         if horizon >= end:
@@ -1424,7 +1414,7 @@ def _early_verdict(
         return True
     if horizon < decided_by or not _can_stay_bad(scenario):
         return None
-    recent = trajectory.time > horizon - _settling_time(scenario)
+    recent = trajectory.time > horizon - settling_time(scenario)
     beyond = _point_of_no_return(scenario)
     stuck = (trajectory.head_wait[recent] >= beyond) & ~trajectory.is_good[recent]
     return False if bool(stuck.all()) and not _draining(trajectory, recent) else None

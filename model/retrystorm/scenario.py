@@ -251,6 +251,16 @@ class Clients(_Model):
     )
 
     @property
+    def longest_attempts_time(self) -> float:
+        """Seconds a request takes when every attempt times out (s).
+
+        ``(R + 1) T_c`` plus every backoff delay before jitter: the longest a
+        client keeps one request alive.
+        """
+        delays = sum(self.backoff.delay(k) for k in range(1, self.max_retries + 1))
+        return (self.max_retries + 1) * self.timeout + delays
+
+    @property
     def peak_request_rate(self) -> float:
         """The largest fresh request rate in requests per second."""
         if self.rate_profile is None:

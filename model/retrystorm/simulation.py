@@ -95,6 +95,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol, cast
 
 import numpy as np
@@ -301,6 +302,14 @@ class SimulationTrajectory(SampledReplay):
         """Largest queue of the good state: the fluid model's, times `scale`."""
         return good_queue_threshold(self.scenario) * self.scale
 
+    @cached_property
+    def good_failure_share(self) -> float:
+        """Share of requests that fail for good even in the good state.
+
+        See `retrystorm.equilibria.good_state_failure_share`.
+        """
+        return good_state_failure_share(self.scenario)
+
     @property
     def is_good(self) -> NDArray[np.bool_]:
         """The good-state test at each sample.
@@ -319,9 +328,9 @@ class SimulationTrajectory(SampledReplay):
         lost = self.failed_request_rate * width
         ended = lost + self.goodput * width
         # Requests that outlive their clients even in the good state
-        # (`good_state_failure_share`) are lost at random: their count may
-        # exceed its mean by three standard deviations.
-        baseline = good_state_failure_share(self.scenario)
+        # (`good_failure_share`) are lost at random: their count may exceed
+        # its mean by three standard deviations.
+        baseline = self.good_failure_share
         noise = 3.0 * np.sqrt(baseline * (1.0 - baseline) * ended)
         few_lost = lost <= (baseline + GOODPUT_TOLERANCE) * ended + noise + _ROUNDING
         return np.asarray((self.queue <= self.queue_threshold) & few_lost)

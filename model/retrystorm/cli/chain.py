@@ -31,10 +31,9 @@ __all__ = ["chain"]
 _HELP = """Solve the exact Markov chain of a queue with timeouts and retries.
 
 Give either a SCENARIO (a TOML file or an embedded name; it is scaled down
-until the chain fits --max-states, and refused with the state count it would
-need where even one server does not fit: the embedded incident, with its
-orphans and retry orbit, needs millions) or the parameters. Rates are per second,
-times in seconds. The good region is a short queue and orbit; the bad region
+until the chain fits --max-states, and refused, with the state count it would
+need, where even one server does not fit) or the parameters. Rates are per
+second, times in seconds. The good region is a short queue and orbit; the bad region
 a queue whose head waits about a client timeout (override with --good-queue,
 --bad-queue, ...).
 
